@@ -1,0 +1,346 @@
+/* Shampoo with blocking, grafting and momentum, following the semantics of
+ * Distributed Shampoo (Anil et al., "Scalable Second Order Optimization for
+ * Deep Learning", 2020). The exact update is in docs/OPTIMIZERS.md; in short,
+ * with k = steps taken before this one and w2 = 1 if b2 == 1 else 1 - b2:
+ *
+ *   per block Gb:  L = b2 L + w2 Gb Gb^T,  R = b2 R + w2 Gb^T Gb
+ *   k % precondition_every == 0:  PL = (L + eI)^(-1/4), PR = (R + eI)^(-1/4)
+ *   D = PL Gb PR per block;  U = D ||A||_F / (||D||_F + 1e-16)
+ *   m = b1 m + U;  mg = b1 mg + A  (A = the graft optimizer's direction)
+ *   W -= lr wd W;  W -= lr * (nesterov ? du + b1 mu : mu)
+ *
+ * Statistics and roots are doubles (roots via matrix_root.c); momenta and
+ * graft state are float32. 1-D tensors and matrices with a side longer than
+ * max_precond_dim use D = A.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cblas.h>
+
+#include "log.h"
+#include "matrix_root.h"
+#include "optim_internal.h"
+
+static int count_chunks(int length, int block_size)
+{
+    return (length + block_size - 1) / block_size;
+}
+
+static int check_shampoo_config(const train_config *cfg, char *err, size_t err_size)
+{
+    if (cfg->block_size < 1) {
+        snprintf(err, err_size, "invalid block_size %d: must be >= 1", cfg->block_size);
+        return -1;
+    }
+    if (cfg->precondition_every < 1) {
+        snprintf(err, err_size, "invalid precondition_every %d: must be >= 1", cfg->precondition_every);
+        return -1;
+    }
+    if (cfg->start_preconditioning_step < 0) {
+        snprintf(err, err_size, "invalid start_preconditioning_step %d: must be >= 0",
+                 cfg->start_preconditioning_step);
+        return -1;
+    }
+    if (cfg->max_precond_dim < 1) {
+        snprintf(err, err_size, "invalid max_precond_dim %d: must be >= 1", cfg->max_precond_dim);
+        return -1;
+    }
+    if (!(cfg->matrix_eps >= 0.0)) {
+        snprintf(err, err_size, "invalid matrix_eps %g: must be >= 0", cfg->matrix_eps);
+        return -1;
+    }
+    if (!(cfg->graft_beta2 >= 0.0 && cfg->graft_beta2 <= 1.0)) {
+        snprintf(err, err_size, "invalid graft_beta2 %g: must be in [0, 1]", cfg->graft_beta2);
+        return -1;
+    }
+    if (!(cfg->graft_eps >= 0.0)) {
+        snprintf(err, err_size, "invalid graft_eps %g: must be >= 0", cfg->graft_eps);
+        return -1;
+    }
+    if (cfg->graft < GRAFT_ADAM || cfg->graft > GRAFT_NONE) {
+        snprintf(err, err_size, "invalid graft kind %d; use adam, sm3, sgd, adagrad, rmsprop or none",
+                 (int)cfg->graft);
+        return -1;
+    }
+    if (cfg->root_method != ROOT_EIGH && cfg->root_method != ROOT_NEWTON) {
+        snprintf(err, err_size, "invalid root_method %d; use eigh or newton", (int)cfg->root_method);
+        return -1;
+    }
+    return 0;
+}
+
+/* Splits every preconditioned matrix into blocks and allocates the root
+ * workspace for the largest block side. */
+static int shampoo_plan(optimizer *opt, char *err, size_t err_size)
+{
+    const train_config *cfg = &opt->cfg;
+    if (check_shampoo_config(cfg, err, err_size) < 0)
+        return -1;
+
+    size_t n_blocks = 0;
+    int max_side = 1;
+    for (size_t i = 0; i < opt->n_tensors; i++) {
+        const tensor_desc *td = &opt->tensors[i];
+        optim_slot *slot = &opt->slots[i];
+        slot->preconditioned =
+            td->ndim == 2 && td->rows <= cfg->max_precond_dim && td->cols <= cfg->max_precond_dim;
+        if (!slot->preconditioned)
+            continue;
+        slot->first_block = n_blocks;
+        slot->n_blocks = (size_t)count_chunks(td->rows, cfg->block_size) *
+                         (size_t)count_chunks(td->cols, cfg->block_size);
+        n_blocks += slot->n_blocks;
+        int side = td->rows > td->cols ? td->rows : td->cols;
+        side = side < cfg->block_size ? side : cfg->block_size;
+        max_side = side > max_side ? side : max_side;
+    }
+
+    opt->n_blocks = n_blocks;
+    opt->blocks = calloc(n_blocks ? n_blocks : 1, sizeof *opt->blocks);
+    opt->root_work = matrix_root_work_create(max_side);
+    if (!opt->blocks || !opt->root_work) {
+        snprintf(err, err_size, "out of memory planning %zu Shampoo blocks (largest side %d)", n_blocks,
+                 max_side);
+        return -1;
+    }
+
+    for (size_t i = 0; i < opt->n_tensors; i++) {
+        const tensor_desc *td = &opt->tensors[i];
+        if (!opt->slots[i].preconditioned)
+            continue;
+        shampoo_block *b = &opt->blocks[opt->slots[i].first_block];
+        for (int r0 = 0; r0 < td->rows; r0 += cfg->block_size) {
+            for (int c0 = 0; c0 < td->cols; c0 += cfg->block_size, b++) {
+                b->tensor = i;
+                b->row0 = r0;
+                b->col0 = c0;
+                b->rows = td->rows - r0 < cfg->block_size ? td->rows - r0 : cfg->block_size;
+                b->cols = td->cols - c0 < cfg->block_size ? td->cols - c0 : cfg->block_size;
+            }
+        }
+    }
+    return 0;
+}
+
+static size_t square_bytes(int n)
+{
+    return (size_t)n * (size_t)n * sizeof(double);
+}
+
+static void shampoo_carve(optimizer *opt, optim_arena *state, optim_arena *scratch)
+{
+    enum graft_kind graft = opt->cfg.graft;
+    size_t max_cols = 1, max_block = 1;
+
+    for (size_t i = 0; i < opt->n_tensors; i++) {
+        const tensor_desc *td = &opt->tensors[i];
+        optim_slot *slot = &opt->slots[i];
+        slot->m = optim_arena_take(state, td->numel * sizeof(float));
+        slot->mg = optim_arena_take(state, td->numel * sizeof(float));
+        if (graft == GRAFT_ADAM || graft == GRAFT_RMSPROP || graft == GRAFT_ADAGRAD)
+            slot->v = optim_arena_take(state, td->numel * sizeof(float));
+        if (graft == GRAFT_SM3) {
+            size_t count = td->ndim == 2 ? (size_t)td->rows + (size_t)td->cols : td->numel;
+            slot->acc = optim_arena_take(state, count * sizeof(float));
+        }
+        if ((size_t)td->cols > max_cols)
+            max_cols = (size_t)td->cols;
+    }
+    for (size_t i = 0; i < opt->n_blocks; i++) {
+        shampoo_block *b = &opt->blocks[i];
+        b->L = optim_arena_take(state, square_bytes(b->rows));
+        b->R = optim_arena_take(state, square_bytes(b->cols));
+        b->PL = optim_arena_take(state, square_bytes(b->rows));
+        b->PR = optim_arena_take(state, square_bytes(b->cols));
+        size_t size = (size_t)b->rows * (size_t)b->cols;
+        max_block = size > max_block ? size : max_block;
+    }
+
+    opt->graft_work = optim_arena_take(scratch, opt->max_numel * sizeof(float));
+    opt->precond_work = optim_arena_take(scratch, opt->max_numel * sizeof(float));
+    opt->nu_work = optim_arena_take(scratch, opt->max_numel * sizeof(float));
+    opt->col_work = optim_arena_take(scratch, max_cols * sizeof(float));
+    opt->block_work = optim_arena_take(scratch, max_block * sizeof(double));
+    opt->product_work = optim_arena_take(scratch, max_block * sizeof(double));
+}
+
+static void set_scaled_identity(double *a, int n, double diagonal)
+{
+    memset(a, 0, square_bytes(n));
+    for (int i = 0; i < n; i++)
+        a[(size_t)i * n + i] = diagonal;
+}
+
+/* Statistics start at matrix_eps * I, roots at I. */
+static void shampoo_init(optimizer *opt)
+{
+    for (size_t i = 0; i < opt->n_blocks; i++) {
+        shampoo_block *b = &opt->blocks[i];
+        set_scaled_identity(b->L, b->rows, opt->cfg.matrix_eps);
+        set_scaled_identity(b->R, b->cols, opt->cfg.matrix_eps);
+        set_scaled_identity(b->PL, b->rows, 1.0);
+        set_scaled_identity(b->PR, b->cols, 1.0);
+    }
+}
+
+/* Writes the graft direction A for one tensor into a and updates the graft
+ * state. t = k + 1. */
+static void graft_direction(optimizer *opt, size_t index, const float *g, float *a, double t)
+{
+    const train_config *cfg = &opt->cfg;
+    const tensor_desc *td = &opt->tensors[index];
+    optim_slot *slot = &opt->slots[index];
+    double gb = cfg->graft_beta2;
+    float ge = (float)cfg->graft_eps;
+    size_t n = td->numel;
+
+    switch (cfg->graft) {
+    case GRAFT_SGD:
+    case GRAFT_NONE:
+        memcpy(a, g, n * sizeof(float));
+        return;
+    case GRAFT_SM3: {
+        float *nu = opt->nu_work;
+        optim_sm3_accumulate(slot->acc, nu, opt->col_work, g, td->rows, td->cols, td->ndim == 1, gb);
+        for (size_t j = 0; j < n; j++)
+            a[j] = g[j] / (sqrtf(nu[j]) + ge);
+        return;
+    }
+    case GRAFT_ADAGRAD:
+    case GRAFT_RMSPROP:
+    case GRAFT_ADAM: {
+        /* adagrad keeps a plain sum; so do rmsprop and adam when gb == 1. */
+        int plain_sum = cfg->graft == GRAFT_ADAGRAD || gb == 1.0;
+        float decay = plain_sum ? 1.0f : (float)gb;
+        float weight = plain_sum ? 1.0f : (float)(1.0 - gb);
+        float inv_sqrt_bc = 1.0f;
+        if (cfg->graft == GRAFT_ADAM && gb < 1.0)
+            inv_sqrt_bc = (float)(1.0 / sqrt(1.0 - pow(gb, t)));
+        float *v = slot->v;
+        for (size_t j = 0; j < n; j++) {
+            v[j] = decay * v[j] + weight * g[j] * g[j];
+            a[j] = g[j] / (sqrtf(v[j]) * inv_sqrt_bc + ge);
+        }
+        return;
+    }
+    }
+}
+
+static void note_rejected_root(optimizer *opt, const shampoo_block *b, const char *side, double residual)
+{
+    opt->rejected_roots++;
+    /* Log the first rejection and then every power of two, so a persistent
+     * failure stays visible without one line per block and step. */
+    long count = opt->rejected_roots;
+    if ((count & (count - 1)) == 0)
+        log_warn("shampoo", "step=%ld tensor=%s block=(%d,%d) side=%s rejected_roots=%ld residual=%g "
+                 "root not finite or not converged; keeping the previous root",
+                 opt->step_count, opt->tensors[b->tensor].name, b->row0, b->col0, side, count, residual);
+}
+
+/* Updates one block's statistics (and roots when due), then writes
+ * D = PL Gb PR into the block's place in d (float, tensor layout). */
+static void precondition_block(optimizer *opt, shampoo_block *b, const float *g, float *d, int cols,
+                               int refresh_roots)
+{
+    const train_config *cfg = &opt->cfg;
+    double b2 = cfg->b2, w2 = cfg->b2 == 1.0 ? 1.0 : 1.0 - cfg->b2;
+    int rb = b->rows, cb = b->cols;
+    double *gb = opt->block_work, *product = opt->product_work;
+
+    /* Gb in double, contiguous rb x cb. */
+    for (int i = 0; i < rb; i++) {
+        const float *src = g + (size_t)(b->row0 + i) * cols + b->col0;
+        for (int j = 0; j < cb; j++)
+            gb[(size_t)i * cb + j] = src[j];
+    }
+
+    /* Upper triangles only: L = b2 L + w2 Gb Gb^T, R = b2 R + w2 Gb^T Gb. */
+    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, rb, cb, w2, gb, cb, b2, b->L, rb);
+    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, cb, rb, w2, gb, cb, b2, b->R, cb);
+
+    if (refresh_roots) {
+        double residual = 0.0;
+        if (matrix_root_inverse_fourth(opt->root_work, cfg->root_method, b->L, rb, cfg->matrix_eps, b->PL,
+                                       &residual) < 0)
+            note_rejected_root(opt, b, "left", residual);
+        if (matrix_root_inverse_fourth(opt->root_work, cfg->root_method, b->R, cb, cfg->matrix_eps, b->PR,
+                                       &residual) < 0)
+            note_rejected_root(opt, b, "right", residual);
+    }
+
+    /* product = PL Gb, then gb = product PR (Gb is no longer needed). */
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rb, cb, rb, 1.0, b->PL, rb, gb, cb, 0.0,
+                product, cb);
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rb, cb, cb, 1.0, product, cb, b->PR, cb, 0.0,
+                gb, cb);
+    for (int i = 0; i < rb; i++) {
+        float *dst = d + (size_t)(b->row0 + i) * cols + b->col0;
+        for (int j = 0; j < cb; j++)
+            dst[j] = (float)gb[(size_t)i * cb + j];
+    }
+}
+
+static double frobenius_norm(const float *x, size_t n)
+{
+    double sum = 0.0;
+    for (size_t i = 0; i < n; i++)
+        sum += (double)x[i] * x[i];
+    return sqrt(sum);
+}
+
+static void shampoo_step(optimizer *opt, float *params, float *grads, double lr)
+{
+    const train_config *cfg = &opt->cfg;
+    long k = opt->step_count;
+    int refresh_roots = k % cfg->precondition_every == 0;
+    int use_preconditioned = k >= cfg->start_preconditioning_step;
+    float b1 = (float)cfg->b1;
+    float decay = (float)(1.0 - lr * cfg->weight_decay);
+    float step_size = (float)lr;
+    float *a = opt->graft_work, *d = opt->precond_work;
+
+    for (size_t i = 0; i < opt->n_tensors; i++) {
+        const tensor_desc *td = &opt->tensors[i];
+        optim_slot *slot = &opt->slots[i];
+        float *w = params + td->offset;
+        const float *g = grads + td->offset;
+        size_t n = td->numel;
+
+        graft_direction(opt, i, g, a, (double)(k + 1));
+
+        /* D, then U = D scaled to the graft's norm (in place in d). */
+        if (slot->preconditioned) {
+            for (size_t bi = 0; bi < slot->n_blocks; bi++)
+                precondition_block(opt, &opt->blocks[slot->first_block + bi], g, d, td->cols, refresh_roots);
+        } else {
+            memcpy(d, a, n * sizeof(float));
+        }
+        if (cfg->graft != GRAFT_NONE) {
+            float scale = (float)(frobenius_norm(a, n) / (frobenius_norm(d, n) + 1e-16));
+            for (size_t j = 0; j < n; j++)
+                d[j] *= scale;
+        }
+
+        /* Momenta, the chosen update, decoupled weight decay. */
+        float *m = slot->m, *mg = slot->mg;
+        for (size_t j = 0; j < n; j++) {
+            m[j] = b1 * m[j] + d[j];
+            mg[j] = b1 * mg[j] + a[j];
+            float mu = use_preconditioned ? m[j] : mg[j];
+            float du = use_preconditioned ? d[j] : a[j];
+            float update = cfg->nesterov ? du + b1 * mu : mu;
+            w[j] = w[j] * decay - step_size * update;
+        }
+    }
+}
+
+const optim_ops optim_shampoo_ops = {
+    .plan = shampoo_plan,
+    .carve = shampoo_carve,
+    .init = shampoo_init,
+    .step = shampoo_step,
+};
