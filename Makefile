@@ -25,11 +25,13 @@ CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -g -Wall -Wextra -Werror \
                $(PKG_CFLAGS)
 ifeq ($(SAN),1)
 OPT := -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+else ifeq ($(SAN),fuzz)
+OPT := -O1 -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined
 else
 OPT := -O2 -march=x86-64-v2 -mtune=native
 endif
 # The trainer's loops are written for auto-vectorisation; they get -O3.
-TRAINER_OPT := $(if $(filter 1,$(SAN)),$(OPT),-O3 -march=x86-64-v2 -mtune=native -fno-math-errno)
+TRAINER_OPT := $(if $(filter 1 fuzz,$(SAN)),$(OPT),-O3 -march=x86-64-v2 -mtune=native -fno-math-errno)
 CFLAGS ?=
 LDFLAGS ?=
 ALL_CFLAGS = $(CFLAGS_BASE) $(OPT) $(CFLAGS)
@@ -60,6 +62,8 @@ PROGRAMS := $(if $(wildcard daemon/main.c),$(BUILD)/sweepd) \
             $(if $(wildcard trainer/sweep_train.c),$(BUILD)/sweep-train)
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
+FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BINS := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRCS))
 BENCH_SRCS := $(wildcard bench/*.c)
 BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
 
@@ -69,6 +73,8 @@ all: programs tests benches
 programs: $(PROGRAMS)
 tests: $(UNIT_BINS)
 benches: $(BENCH_BINS)
+.PHONY: fuzzers
+fuzzers: $(FUZZ_BINS)
 
 # Schema migrations are embedded into the daemon as a generated C file.
 SCHEMA_SQL := $(sort $(wildcard schema/*.sql))
@@ -109,6 +115,9 @@ $(BUILD)/sweep-train: $(BUILD)/obj/trainer/sweep_train.o $(ALL_LIBS)
 $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(ALL_LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(ALL_LIBS) $(LDLIBS)
+$(BUILD)/fuzz/%: $(BUILD)/obj/tests/fuzz/%.o $(ALL_LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -fsanitize=fuzzer $(LDFLAGS) -o $@ $< $(ALL_LIBS) $(LDLIBS)
 $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(ALL_LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(ALL_LIBS) $(LDLIBS)

@@ -1,0 +1,27 @@
+#!/bin/sh
+# Builds the libFuzzer targets in tests/fuzz/fuzz_*.c with clang
+# (-fsanitize=fuzzer,address,undefined) and runs each for FUZZ_SECONDS
+# (default 60) on a copy of its committed seed corpus
+# (tests/fuzz/corpus/NAME). New inputs found stay in build-fuzz/corpus/NAME;
+# a crash leaves its input in build-fuzz/ and fails the run.
+#
+#   make fuzz                      # 60 s per target
+#   FUZZ_SECONDS=1800 make fuzz    # the long run
+set -eu
+top=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$top"
+seconds=${FUZZ_SECONDS:-60}
+make -j2 BUILD=build-fuzz SAN=fuzz CC=clang fuzzers
+status=0
+for bin in build-fuzz/fuzz/fuzz_*; do
+    name=$(basename "$bin" | sed 's/^fuzz_//')
+    corpus="build-fuzz/corpus/$name"
+    mkdir -p "$corpus"
+    cp -n tests/fuzz/corpus/"$name"/* "$corpus"/ 2>/dev/null || true
+    echo "== fuzz $name for $seconds s"
+    if ! (cd build-fuzz && "../$bin" -max_total_time="$seconds" -max_len=65536 \
+            -print_final_stats=1 "../$corpus" 2>&1 | tail -n 25); then
+        status=1
+    fi
+done
+exit $status
