@@ -38,7 +38,7 @@ static train_config make_config(enum optimizer_kind kind, const char *const *set
     return cfg;
 }
 
-/* Deterministic pseudo-random values in [-1, 1) for step s. */
+/* Fills x with deterministic pseudo-random values in [-1, 1) from seed. */
 static void fill_values(float *x, size_t n, unsigned seed)
 {
     for (size_t i = 0; i < n; i++) {
