@@ -1,0 +1,242 @@
+/* Unit tests of the inverse fourth roots in trainer/matrix_root.c and of
+ * Shampoo's rejected-root counting: eigh and newton agree on well- and
+ * ill-conditioned SPD matrices (condition 1e6), rank-deficient and zero
+ * statistics give finite roots, and failed roots keep the previous one.
+ * Matrices are built as Q diag(lambda) Q^T from Householder reflections, so
+ * the exact root is known. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "hparams.h"
+#include "matrix_root.h"
+#include "optim.h"
+
+#define N 16
+
+static unsigned rng_state = 12345u;
+
+static double uniform(void)
+{
+    rng_state = rng_state * 1103515245u + 12345u;
+    return ((rng_state >> 8) & 0xffffff) / (double)0x1000000;
+}
+
+/* Fills q (n x n, row-major) with an orthogonal matrix: a product of three
+ * random Householder reflections. */
+static void random_orthogonal(double *q, int n)
+{
+    double v[N], tmp[N * N];
+    memset(q, 0, sizeof(double) * n * n);
+    for (int i = 0; i < n; i++)
+        q[i * n + i] = 1.0;
+    for (int r = 0; r < 3; r++) {
+        double norm2 = 0.0;
+        for (int i = 0; i < n; i++) {
+            v[i] = uniform() - 0.5;
+            norm2 += v[i] * v[i];
+        }
+        /* q = q (I - 2 v v^T / |v|^2) */
+        for (int i = 0; i < n; i++) {
+            double qv = 0.0;
+            for (int k = 0; k < n; k++)
+                qv += q[i * n + k] * v[k];
+            for (int j = 0; j < n; j++)
+                tmp[i * n + j] = q[i * n + j] - 2.0 * qv * v[j] / norm2;
+        }
+        memcpy(q, tmp, sizeof(double) * n * n);
+    }
+}
+
+/* out = q diag(d) q^T */
+static void compose(double *out, const double *q, const double *d, int n)
+{
+    for (int i = 0; i < n; i++) {
+        for (int j = 0; j < n; j++) {
+            double sum = 0.0;
+            for (int k = 0; k < n; k++)
+                sum += q[i * n + k] * d[k] * q[j * n + k];
+            out[i * n + j] = sum;
+        }
+    }
+}
+
+static double relative_difference(const double *a, const double *b, int n)
+{
+    double diff = 0.0, norm = 0.0;
+    for (int i = 0; i < n * n; i++) {
+        diff += (a[i] - b[i]) * (a[i] - b[i]);
+        norm += b[i] * b[i];
+    }
+    return sqrt(diff) / (sqrt(norm) + 1e-300);
+}
+
+static int all_finite(const double *a, int count)
+{
+    for (int i = 0; i < count; i++)
+        if (!isfinite(a[i]))
+            return 0;
+    return 1;
+}
+
+/* Builds S from eigenvalues lambda, computes both roots and compares each
+ * with the exact root Q diag((lambda + e)^(-1/4)) Q^T. */
+static void check_spectrum(const char *label, const double *lambda, double matrix_eps, double tolerance)
+{
+    double q[N * N], s[N * N], exact[N * N], eigh_root[N * N], newton_root[N * N], d[N];
+    random_orthogonal(q, N);
+    compose(s, q, lambda, N);
+
+    double lambda_max = 0.0;
+    for (int i = 0; i < N; i++)
+        lambda_max = lambda[i] > lambda_max ? lambda[i] : lambda_max;
+    double e = matrix_eps * (lambda_max > 1e-6 ? lambda_max : 1e-6);
+    for (int i = 0; i < N; i++)
+        d[i] = pow(lambda[i] + e, -0.25);
+    compose(exact, q, d, N);
+
+    matrix_root_work *work = matrix_root_work_create(N);
+    CHECK(work != NULL);
+    if (!work)
+        return;
+    double residual = -1.0;
+    int eigh_rc = matrix_root_inverse_fourth(work, ROOT_EIGH, s, N, matrix_eps, eigh_root, NULL);
+    int newton_rc = matrix_root_inverse_fourth(work, ROOT_NEWTON, s, N, matrix_eps, newton_root, &residual);
+    CHECK(eigh_rc == 0);
+    CHECK(newton_rc == 0);
+    CHECK(all_finite(eigh_root, N * N));
+    CHECK(all_finite(newton_root, N * N));
+
+    double eigh_err = relative_difference(eigh_root, exact, N);
+    double newton_err = relative_difference(newton_root, exact, N);
+    double between = relative_difference(newton_root, eigh_root, N);
+    printf("%-28s eigh %.2e  newton %.2e  newton-eigh %.2e  residual %.2e (tolerance %.0e)\n", label,
+           eigh_err, newton_err, between, residual, tolerance);
+    CHECK(eigh_err < tolerance);
+    CHECK(newton_err < tolerance);
+    CHECK(between < tolerance);
+    CHECK(residual >= 0.0 && residual < MATRIX_ROOT_MAX_RESIDUAL);
+    matrix_root_work_free(work);
+}
+
+static void test_well_conditioned(void)
+{
+    double lambda[N];
+    for (int i = 0; i < N; i++)
+        lambda[i] = 1.0 + 9.0 * i / (N - 1);
+    check_spectrum("well conditioned (cond 10)", lambda, 1e-6, 1e-8);
+}
+
+static void test_ill_conditioned(void)
+{
+    /* Eigenvalues 1e-6 .. 1 in geometric steps: condition 1e6. */
+    double lambda[N];
+    for (int i = 0; i < N; i++)
+        lambda[i] = pow(10.0, -6.0 + 6.0 * i / (N - 1));
+    check_spectrum("ill conditioned (cond 1e6)", lambda, 1e-6, 1e-6);
+}
+
+static void test_rank_deficient(void)
+{
+    double lambda[N] = {0};
+    lambda[N - 1] = 4.0;
+    check_spectrum("rank 1", lambda, 1e-6, 1e-6);
+
+    for (int i = 0; i < 3; i++)
+        lambda[i] = 0.5 + i;
+    check_spectrum("rank 4", lambda, 1e-6, 1e-6);
+}
+
+static void test_zero_statistic(void)
+{
+    /* lambda_max = 0, so e = matrix_eps * 1e-6 and the root is e^(-1/4) I. */
+    double lambda[N] = {0};
+    check_spectrum("zero", lambda, 1e-6, 1e-8);
+
+    double s[N * N] = {0}, root[N * N];
+    matrix_root_work *work = matrix_root_work_create(N);
+    CHECK(work != NULL);
+    if (!work)
+        return;
+    CHECK(matrix_root_inverse_fourth(work, ROOT_EIGH, s, N, 1e-6, root, NULL) == 0);
+    CHECK_NEAR(root[0], 1000.0, 1e-9);
+    CHECK_NEAR(root[1], 0.0, 1e-9);
+    matrix_root_work_free(work);
+}
+
+static void test_failures_leave_root(void)
+{
+    /* matrix_eps = 0 on a zero matrix makes (0)^(-1/4) infinite, and a NaN
+     * statistic is never finite: both methods fail and keep the old root. */
+    double s[N * N] = {0}, root[N * N];
+    for (int i = 0; i < N * N; i++)
+        root[i] = 7.0;
+    matrix_root_work *work = matrix_root_work_create(N);
+    CHECK(work != NULL);
+    if (!work)
+        return;
+    CHECK(matrix_root_inverse_fourth(work, ROOT_EIGH, s, N, 0.0, root, NULL) == -1);
+    CHECK(matrix_root_inverse_fourth(work, ROOT_NEWTON, s, N, 0.0, root, NULL) == -1);
+    s[3] = NAN;
+    CHECK(matrix_root_inverse_fourth(work, ROOT_EIGH, s, N, 1e-6, root, NULL) == -1);
+    CHECK(matrix_root_inverse_fourth(work, ROOT_NEWTON, s, N, 1e-6, root, NULL) == -1);
+    int untouched = 1;
+    for (int i = 0; i < N * N; i++)
+        untouched &= root[i] == 7.0;
+    CHECK(untouched);
+    matrix_root_work_free(work);
+}
+
+/* Shampoo with matrix_eps 0 and zero gradients: every root fails, so each
+ * refresh counts two rejections (left and right) per block, and the
+ * parameters stay finite. */
+static void check_rejected_count(enum root_method method)
+{
+    static const tensor_desc tensors[] = {{"w", 2, 3, 5, 0, 15}, {"b", 1, 4, 1, 15, 4}};
+    char err[256];
+    train_config cfg;
+    train_config_defaults(&cfg);
+    cfg.optimizer = OPT_SHAMPOO;
+    CHECK(train_config_set(&cfg, "matrix_eps", "0", err, sizeof err) == 0);
+    CHECK(train_config_set(&cfg, "block_size", "2", err, sizeof err) == 0);
+    CHECK(train_config_set(&cfg, "precondition_every", "2", err, sizeof err) == 0);
+    CHECK(train_config_finalize(&cfg, err, sizeof err) == 0);
+    cfg.root_method = method;
+
+    optimizer *opt = NULL;
+    CHECK(optim_create(&opt, &cfg, tensors, 2, err, sizeof err) == 0);
+    if (!opt)
+        return;
+    float w[19], g[19];
+    for (int i = 0; i < 19; i++)
+        w[i] = 0.1f * (float)i;
+    for (int s = 0; s < 5; s++) {
+        memset(g, 0, sizeof g);
+        optim_step(opt, w, g, 1e-3);
+    }
+    /* 3x5 with block_size 2: 2 x 3 = 6 blocks; refreshes at k = 0, 2, 4. */
+    CHECK(optim_rejected_roots(opt) == 6 * 2 * 3);
+    int finite = 1;
+    for (int i = 0; i < 19; i++)
+        finite &= isfinite(w[i]);
+    CHECK(finite);
+    optim_free(opt);
+}
+
+static void test_rejected_roots_counted(void)
+{
+    check_rejected_count(ROOT_EIGH);
+    check_rejected_count(ROOT_NEWTON);
+}
+
+int main(void)
+{
+    test_well_conditioned();
+    test_ill_conditioned();
+    test_rank_deficient();
+    test_zero_statistic();
+    test_failures_leave_root();
+    test_rejected_roots_counted();
+    return check_report("test_matrix_root");
+}
