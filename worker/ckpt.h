@@ -1,0 +1,65 @@
+/* Checkpoint store of the worker: where a trial's checkpoints go, how they are
+ * read back for a resume, and which old ones are deleted.
+ *
+ * A directory store keeps DIR/<sweep>/<trial>/step-<N>.ckpt (DIR may be a
+ * shared filesystem). A URL store PUTs to PREFIX/<sweep>/<trial>/step-<N>.ckpt
+ * (WebDAV, an object store) and GETs from there on resume. Either way the
+ * location string is what the daemon stores and hands to the next attempt.
+ * Each trial keeps its 2 newest checkpoints; older ones are deleted.
+ * Locations with a ".." component are rejected both ways.
+ */
+#ifndef SWEEPD_WORKER_CKPT_H
+#define SWEEPD_WORKER_CKPT_H
+
+#include <stddef.h>
+
+#include "http.h"
+#include "trainer.h"
+
+#define CKPT_LOCATION_MAX 4096
+#define CKPT_KEEP 2
+
+typedef struct ckpt_store {
+    char dir[CKPT_LOCATION_MAX];      /* directory store, or "" */
+    char url[CKPT_LOCATION_MAX];      /* URL prefix without a trailing '/', or "" */
+    char staging_dir[CKPT_LOCATION_MAX]; /* local temporaries of a URL store */
+    http_limits limits;
+} ckpt_store;
+
+/* The newest checkpoints this process stored for one trial, oldest first. */
+typedef struct ckpt_history {
+    char locations[CKPT_KEEP][CKPT_LOCATION_MAX];
+    int count;
+} ckpt_history;
+
+/* Configures a directory store (url NULL) or a URL store (dir NULL).
+ * staging_dir holds temporaries for URL uploads and downloads. Returns 0, or
+ * -1 with err set for a target containing "..". */
+int ckpt_store_init(ckpt_store *store, const char *dir, const char *url, const char *staging_dir,
+                    char *err, size_t err_size);
+
+/* Saves the trainer's state as the checkpoint of (sweep, trial) at step:
+ * trainer_save into the directory (it writes a temporary file, fsyncs and
+ * renames) or into a staging file that is then PUT. On success writes the
+ * location into location (CKPT_LOCATION_MAX bytes), records it in history and
+ * deletes checkpoints older than the newest CKPT_KEEP (a failed delete is only
+ * logged). Returns 0 or -1 with err set. Runs on the trial thread. */
+int ckpt_store_save(const ckpt_store *store, const trainer *t, long long sweep, long long trial,
+                    long step, ckpt_history *history, char *location, char *err, size_t err_size);
+
+/* Makes a reported location readable as a local file: a path is used as is,
+ * a URL is downloaded into a staging file (*staged set to 1; the caller
+ * unlinks local_path). Returns 0 or -1 with err set. */
+int ckpt_store_fetch(const ckpt_store *store, const char *location, char *local_path,
+                     size_t local_size, int *staged, char *err, size_t err_size);
+
+/* Lists fallback checkpoints for a resume when location is a path: the other
+ * step-<N>.ckpt files in its directory with N below location's step, newest
+ * first. Returns how many were written into out (at most max). URL
+ * locations have no listing and return 0. */
+int ckpt_store_older(const char *location, char (*out)[CKPT_LOCATION_MAX], int max);
+
+/* Returns 1 when location is acceptable to read: non-empty, no ".." component. */
+int ckpt_location_valid(const char *location);
+
+#endif
