@@ -1,0 +1,296 @@
+/* The training loop: sample a batch, forward, backward, clip, schedule the
+ * learning rate, optimizer step; evaluate every eval_every steps; checkpoint
+ * and stop on request at step boundaries. Checkpoint files are in
+ * checkpoint.c, the model in model.c.
+ *
+ * Learning rate at step k (0-based count of previous steps), W = warmup_steps,
+ * S = steps: lr * (k+1)/W while k < W; after that, with p = (k-W)/(S-W) in
+ * [0, 1): constant lr, cosine lr * (1 + cos(pi p)) / 2, or linear lr * (1-p),
+ * so that the decay reaches 0 at step S.
+ */
+#include "trainer_internal.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <pmmintrin.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <xmmintrin.h>
+
+/* Declared by OpenBLAS's cblas.h in some builds only. */
+void openblas_set_num_threads(int num_threads);
+
+void trainer_thread_setup(int threads)
+{
+    openblas_set_num_threads(threads > 0 ? threads : 1);
+    /* FTZ: denormal results become 0; DAZ: denormal inputs read as 0. Without
+     * them high-learning-rate runs slow down several times when values decay
+     * towards 0, so trial time would depend on the hyperparameters.
+     * NOTE: this sets MXCSR of the calling thread only. OpenBLAS worker
+     * threads (--threads > 1) are started by the library at load time and
+     * keep the default; the element-wise loops and the optimizer, where
+     * decaying values occur, run on the calling thread. */
+    _MM_SET_FLUSH_ZERO_MODE(_MM_FLUSH_ZERO_ON);
+    _MM_SET_DENORMALS_ZERO_MODE(_MM_DENORMALS_ZERO_ON);
+}
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+int trainer_create(trainer **out, const train_config *cfg, const char *dataset_path, char *err, size_t err_size)
+{
+    const char *path = dataset_path ? dataset_path : cfg->dataset;
+    *out = NULL;
+
+    if (path == NULL || path[0] == '\0') {
+        snprintf(err, err_size, "missing dataset: set dataset=PATH (sweep-train --data FILE)");
+        return -1;
+    }
+    /* The caller finalized cfg; check again so that a config from a
+     * checkpoint or a hand-built struct cannot make the model inconsistent. */
+    train_config checked = *cfg;
+    if (train_config_finalize(&checked, err, err_size) != 0)
+        return -1;
+
+    trainer *t = calloc(1, sizeof(*t));
+    if (t == NULL) {
+        snprintf(err, err_size, "out of memory allocating the trainer");
+        return -1;
+    }
+    t->cfg = checked;
+    if (data_load(&t->data, path, cfg->seq_len, cfg->batch_size, err, err_size) != 0) {
+        free(t);
+        return -1;
+    }
+    if (model_create(&t->model, cfg->n_layer, cfg->d_model, cfg->n_head, cfg->seq_len, cfg->batch_size, err,
+                     err_size) != 0) {
+        data_free(&t->data);
+        free(t);
+        return -1;
+    }
+    model_init(&t->model, cfg->seed);
+    if (optim_create(&t->opt, &t->cfg, t->model.tensors, t->model.n_tensors, err, err_size) != 0) {
+        trainer_free(t);
+        return -1;
+    }
+    rng_seed(&t->sampler, cfg->seed, 1);
+
+    /* One curve point per evaluation: steps / eval_every, plus the last step. */
+    t->curve_cap = (size_t)(cfg->steps / cfg->eval_every) + 1;
+    t->curve = calloc(t->curve_cap, sizeof(trainer_eval_point));
+    t->optim_export = malloc(optim_state_bytes(t->opt) + 1);
+    if (t->curve == NULL || t->optim_export == NULL) {
+        snprintf(err, err_size, "out of memory allocating the trainer");
+        trainer_free(t);
+        return -1;
+    }
+    t->best_loss = INFINITY;
+    t->last_val_loss = NAN;
+    t->last_train_loss = NAN;
+    t->diverged_step = -1;
+    t->bytes_allocated = model_bytes(&t->model) + 2 * optim_state_bytes(t->opt) +
+                         t->curve_cap * sizeof(trainer_eval_point);
+    *out = t;
+    return 0;
+}
+
+void trainer_free(trainer *t)
+{
+    if (t == NULL)
+        return;
+    if (t->opt)
+        optim_free(t->opt);
+    model_free(&t->model);
+    data_free(&t->data);
+    free(t->curve);
+    free(t->optim_export);
+    free(t);
+}
+
+long trainer_step_count(const trainer *t)
+{
+    return t->step;
+}
+
+const train_config *trainer_config(const trainer *t)
+{
+    return &t->cfg;
+}
+
+size_t trainer_bytes_allocated(const trainer *t)
+{
+    return t->bytes_allocated;
+}
+
+/* Learning rate of the step after k completed steps (schedule in the file header). */
+static double scheduled_lr(const train_config *cfg, long k)
+{
+    if (k < cfg->warmup_steps)
+        return cfg->lr * (double)(k + 1) / (double)cfg->warmup_steps;
+    long decay_steps = cfg->steps - cfg->warmup_steps;
+    double p = decay_steps > 0 ? (double)(k - cfg->warmup_steps) / (double)decay_steps : 0.0;
+    switch (cfg->lr_schedule) {
+    case LR_CONSTANT: return cfg->lr;
+    case LR_COSINE: return cfg->lr * 0.5 * (1.0 + cos(M_PI * p));
+    case LR_LINEAR: return cfg->lr * (1.0 - p);
+    }
+    return cfg->lr;
+}
+
+/* Global L2 norm of the gradients, accumulated in double over 8 lanes. */
+static double gradient_norm(const float *g, size_t n)
+{
+    double acc[8] = {0};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++)
+            acc[k] += (double)g[i + k] * g[i + k];
+    double s = 0.0;
+    for (; i < n; i++)
+        s += (double)g[i] * g[i];
+    for (int k = 0; k < 8; k++)
+        s += acc[k];
+    return sqrt(s);
+}
+
+int trainer_step(trainer *t, double *train_loss)
+{
+    gpt_model *m = &t->model;
+
+    data_sample_batch(&t->data, &t->sampler, m->inputs, m->targets, m->B, m->T);
+    double loss = model_forward(m);
+    *train_loss = loss;
+    if (!isfinite(loss)) {
+        t->diverged_step = t->step + 1;
+        return TRAIN_DIVERGED;
+    }
+
+    model_zero_grad(m);
+    model_backward(m);
+    double norm = gradient_norm(m->grads, m->num_params);
+    if (!isfinite(norm)) {
+        t->diverged_step = t->step + 1;
+        return TRAIN_DIVERGED;
+    }
+    if (t->cfg.grad_clip > 0.0 && norm > t->cfg.grad_clip) {
+        float scale = (float)(t->cfg.grad_clip / norm);
+        for (size_t i = 0; i < m->num_params; i++)
+            m->grads[i] *= scale;
+    }
+
+    optim_step(t->opt, m->params, m->grads, scheduled_lr(&t->cfg, t->step));
+    t->step++;
+    t->last_train_loss = loss;
+    return TRAIN_DONE;
+}
+
+double trainer_evaluate(trainer *t)
+{
+    gpt_model *m = &t->model;
+    double total = 0.0;
+
+    /* Every batch has B*T positions, so the mean of batch means is the mean over all windows. */
+    for (int b = 0; b < t->cfg.eval_batches; b++) {
+        data_validation_batch(&t->data, b, t->cfg.eval_batches, m->inputs, m->targets, m->B, m->T);
+        total += model_forward(m);
+    }
+    return total / t->cfg.eval_batches;
+}
+
+static void fill_result(const trainer *t, train_result *r, enum train_status status, long steps_run,
+                        double seconds)
+{
+    r->status = status;
+    r->final_loss = t->last_val_loss;
+    r->best_loss = t->best_loss;
+    r->steps = t->step;
+    r->seconds = seconds;
+    r->tokens_per_s = seconds > 0 ? (double)steps_run * t->cfg.batch_size * t->cfg.seq_len / seconds : 0.0;
+    r->diverged_step = t->diverged_step;
+    r->bytes_allocated = t->bytes_allocated;
+}
+
+/* Recent step times for the progress rate: a ring of the last RECENT ends. */
+#define RECENT 16
+
+int trainer_run(trainer *t, const train_hooks *hooks, train_result *result, char *err, size_t err_size)
+{
+    const train_config *cfg = &t->cfg;
+    double start = now_seconds();
+    long first_step = t->step;
+    double recent[RECENT];
+    long n_recent = 0;
+
+    memset(result, 0, sizeof(*result));
+    recent[0] = start;
+    n_recent = 1;
+
+    while (t->step < cfg->steps) {
+        /* Stop at a step boundary, after a checkpoint of the state so far. */
+        if (hooks && hooks->stop && atomic_load(hooks->stop)) {
+            if (hooks->on_checkpoint)
+                hooks->on_checkpoint(hooks->ctx, t, t->step);
+            fill_result(t, result, TRAIN_STOPPED, t->step - first_step, now_seconds() - start);
+            return TRAIN_STOPPED;
+        }
+
+        double loss;
+        if (trainer_step(t, &loss) != TRAIN_DONE) {
+            fill_result(t, result, TRAIN_DIVERGED, t->step - first_step, now_seconds() - start);
+            return TRAIN_DIVERGED;
+        }
+
+        double now = now_seconds();
+        recent[n_recent % RECENT] = now;
+        n_recent++;
+        if (hooks && hooks->on_step) {
+            long span = n_recent - 1 < RECENT - 1 ? n_recent - 1 : RECENT - 1;
+            double oldest = recent[(n_recent - 1 - span) % RECENT];
+            double per_step = span > 0 ? (now - oldest) / span : 0.0;
+            train_progress p = {
+                .step = t->step,
+                .steps = cfg->steps,
+                .train_loss = loss,
+                .tokens_per_s = per_step > 0 ? (double)cfg->batch_size * cfg->seq_len / per_step : 0.0,
+                .eta_seconds = per_step * (double)(cfg->steps - t->step),
+            };
+            hooks->on_step(hooks->ctx, &p);
+        }
+
+        if (t->step % cfg->eval_every == 0 || t->step == cfg->steps) {
+            double val = trainer_evaluate(t);
+            if (!isfinite(val)) {
+                t->diverged_step = t->step;
+                fill_result(t, result, TRAIN_DIVERGED, t->step - first_step, now_seconds() - start);
+                return TRAIN_DIVERGED;
+            }
+            t->last_val_loss = val;
+            if (val < t->best_loss)
+                t->best_loss = val;
+            if (t->curve_len < t->curve_cap) {
+                t->curve[t->curve_len].step = t->step;
+                t->curve[t->curve_len].train_loss = loss;
+                t->curve[t->curve_len].val_loss = val;
+                t->curve_len++;
+            }
+            if (hooks && hooks->on_eval)
+                hooks->on_eval(hooks->ctx, t->step, loss, val);
+        }
+
+        if (hooks && hooks->on_checkpoint && hooks->checkpoint_every > 0 && t->step % hooks->checkpoint_every == 0)
+            hooks->on_checkpoint(hooks->ctx, t, t->step);
+    }
+
+    if (!isfinite(t->last_val_loss)) {
+        snprintf(err, err_size, "internal error: run finished at step %ld without a validation loss", t->step);
+        return -1;
+    }
+    fill_result(t, result, TRAIN_DONE, t->step - first_step, now_seconds() - start);
+    return TRAIN_DONE;
+}
