@@ -24,12 +24,14 @@ void *optim_arena_take(optim_arena *arena, size_t bytes);
 
 /* One Shampoo block: rows x cols starting at (row0, col0) of its tensor.
  * Statistics L (rows x rows), R (cols x cols) and roots PL, PR are dense
- * row-major doubles in the state arena. dsyrk updates only the upper
- * triangle of L and R; the roots are stored full. */
+ * row-major doubles in the state arena. Only the upper triangle of L and R
+ * is maintained; the roots are stored full, and again rounded to float32
+ * (PL32, PR32) for the per-step products. */
 typedef struct shampoo_block {
     size_t tensor;
     int row0, col0, rows, cols;
     double *L, *R, *PL, *PR;
+    float *PL32, *PR32;
 } shampoo_block;
 
 /* Per-tensor state; which pointers are set depends on the kind:
@@ -71,8 +73,8 @@ struct optimizer {
     float *col_work;            /* SM3 new column maxima, max cols */
     float *graft_work;          /* Shampoo graft direction A, max numel */
     float *precond_work;        /* Shampoo preconditioned direction D, max numel */
-    double *block_work;         /* one Shampoo block of G in double */
-    double *product_work;       /* PL * Gb for one block */
+    float *gram_work;           /* Gb Gb^T or Gb^T Gb of one block, float32 */
+    float *product_work;        /* PL * Gb for one block, float32 */
     struct matrix_root_work *root_work;  /* Shampoo only */
 };
 

@@ -9,8 +9,9 @@
  *   m = b1 m + U;  mg = b1 mg + A  (A = the graft optimizer's direction)
  *   W -= lr wd W;  W -= lr * (nesterov ? du + b1 mu : mu)
  *
- * Statistics and roots are doubles (roots via matrix_root.c); momenta and
- * graft state are float32. 1-D tensors and matrices with a side longer than
+ * Statistics and roots are doubles (roots via matrix_root.c); the per-step
+ * Gram products and D = PL Gb PR are float32 GEMMs; momenta and graft state
+ * are float32. 1-D tensors and matrices with a side longer than
  * max_precond_dim use D = A.
  */
 #include <math.h>
@@ -133,7 +134,7 @@ static size_t square_bytes(int n)
 static void shampoo_carve(optimizer *opt, optim_arena *state, optim_arena *scratch)
 {
     enum graft_kind graft = opt->cfg.graft;
-    size_t max_cols = 1, max_block = 1;
+    size_t max_cols = 1, max_block = 1, max_square = 1;
 
     for (size_t i = 0; i < opt->n_tensors; i++) {
         const tensor_desc *td = &opt->tensors[i];
@@ -155,16 +156,20 @@ static void shampoo_carve(optimizer *opt, optim_arena *state, optim_arena *scrat
         b->R = optim_arena_take(state, square_bytes(b->cols));
         b->PL = optim_arena_take(state, square_bytes(b->rows));
         b->PR = optim_arena_take(state, square_bytes(b->cols));
+        b->PL32 = optim_arena_take(state, square_bytes(b->rows) / 2);
+        b->PR32 = optim_arena_take(state, square_bytes(b->cols) / 2);
         size_t size = (size_t)b->rows * (size_t)b->cols;
         max_block = size > max_block ? size : max_block;
+        int side = b->rows > b->cols ? b->rows : b->cols;
+        max_square = (size_t)side * side > max_square ? (size_t)side * side : max_square;
     }
 
     opt->graft_work = optim_arena_take(scratch, opt->max_numel * sizeof(float));
     opt->precond_work = optim_arena_take(scratch, opt->max_numel * sizeof(float));
     opt->nu_work = optim_arena_take(scratch, opt->max_numel * sizeof(float));
     opt->col_work = optim_arena_take(scratch, max_cols * sizeof(float));
-    opt->block_work = optim_arena_take(scratch, max_block * sizeof(double));
-    opt->product_work = optim_arena_take(scratch, max_block * sizeof(double));
+    opt->gram_work = optim_arena_take(scratch, max_square * sizeof(float));
+    opt->product_work = optim_arena_take(scratch, max_block * sizeof(float));
 }
 
 static void set_scaled_identity(double *a, int n, double diagonal)
@@ -172,6 +177,12 @@ static void set_scaled_identity(double *a, int n, double diagonal)
     memset(a, 0, square_bytes(n));
     for (int i = 0; i < n; i++)
         a[(size_t)i * n + i] = diagonal;
+}
+
+static void round_root(float *dst, const double *root, int n)
+{
+    for (size_t i = 0; i < (size_t)n * n; i++)
+        dst[i] = (float)root[i];
 }
 
 /* Statistics start at matrix_eps * I, roots at I. */
@@ -183,6 +194,8 @@ static void shampoo_init(optimizer *opt)
         set_scaled_identity(b->R, b->cols, opt->cfg.matrix_eps);
         set_scaled_identity(b->PL, b->rows, 1.0);
         set_scaled_identity(b->PR, b->cols, 1.0);
+        round_root(b->PL32, b->PL, b->rows);
+        round_root(b->PR32, b->PR, b->cols);
     }
 }
 
@@ -241,26 +254,33 @@ static void note_rejected_root(optimizer *opt, const shampoo_block *b, const cha
                  opt->step_count, opt->tensors[b->tensor].name, b->row0, b->col0, side, count, residual);
 }
 
+/* Adds w2 * gram (float32, n x n, upper triangle) to b2 * stat (double). */
+static void accumulate_statistic(double *stat, const float *gram, int n, double b2, double w2)
+{
+    for (int i = 0; i < n; i++)
+        for (int j = i; j < n; j++)
+            stat[(size_t)i * n + j] = b2 * stat[(size_t)i * n + j] + w2 * gram[(size_t)i * n + j];
+}
+
 /* Updates one block's statistics (and roots when due), then writes
- * D = PL Gb PR into the block's place in d (float, tensor layout). */
+ * D = PL Gb PR into the block's place in d (float, tensor layout).
+ * The Gram products and D are float32 GEMMs read straight from the
+ * gradient (leading dimension cols), because they run every step; the
+ * statistics accumulate and the roots are computed in double. */
 static void precondition_block(optimizer *opt, shampoo_block *b, const float *g, float *d, int cols,
                                int refresh_roots)
 {
     const train_config *cfg = &opt->cfg;
     double b2 = cfg->b2, w2 = cfg->b2 == 1.0 ? 1.0 : 1.0 - cfg->b2;
     int rb = b->rows, cb = b->cols;
-    double *gb = opt->block_work, *product = opt->product_work;
+    const float *gb = g + (size_t)b->row0 * cols + b->col0;
+    float *gram = opt->gram_work, *product = opt->product_work;
 
-    /* Gb in double, contiguous rb x cb. */
-    for (int i = 0; i < rb; i++) {
-        const float *src = g + (size_t)(b->row0 + i) * cols + b->col0;
-        for (int j = 0; j < cb; j++)
-            gb[(size_t)i * cb + j] = src[j];
-    }
-
-    /* Upper triangles only: L = b2 L + w2 Gb Gb^T, R = b2 R + w2 Gb^T Gb. */
-    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, rb, cb, w2, gb, cb, b2, b->L, rb);
-    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, cb, rb, w2, gb, cb, b2, b->R, cb);
+    /* L = b2 L + w2 Gb Gb^T and R = b2 R + w2 Gb^T Gb, upper triangles. */
+    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasNoTrans, rb, cb, 1.0f, gb, cols, 0.0f, gram, rb);
+    accumulate_statistic(b->L, gram, rb, b2, w2);
+    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, cb, rb, 1.0f, gb, cols, 0.0f, gram, cb);
+    accumulate_statistic(b->R, gram, cb, b2, w2);
 
     if (refresh_roots) {
         double residual = 0.0;
@@ -270,18 +290,15 @@ static void precondition_block(optimizer *opt, shampoo_block *b, const float *g,
         if (matrix_root_inverse_fourth(opt->root_work, cfg->root_method, b->R, cb, cfg->matrix_eps, b->PR,
                                        &residual) < 0)
             note_rejected_root(opt, b, "right", residual);
+        round_root(b->PL32, b->PL, rb);
+        round_root(b->PR32, b->PR, cb);
     }
 
-    /* product = PL Gb, then gb = product PR (Gb is no longer needed). */
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rb, cb, rb, 1.0, b->PL, rb, gb, cb, 0.0,
+    /* product = PL Gb (rb x cb), then D = product PR into d. */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rb, cb, rb, 1.0f, b->PL32, rb, gb, cols, 0.0f,
                 product, cb);
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rb, cb, cb, 1.0, product, cb, b->PR, cb, 0.0,
-                gb, cb);
-    for (int i = 0; i < rb; i++) {
-        float *dst = d + (size_t)(b->row0 + i) * cols + b->col0;
-        for (int j = 0; j < cb; j++)
-            dst[j] = (float)gb[(size_t)i * cb + j];
-    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rb, cb, cb, 1.0f, product, cb, b->PR32, cb, 0.0f,
+                d + (size_t)b->row0 * cols + b->col0, cols);
 }
 
 static double frobenius_norm(const float *x, size_t n)

@@ -1,0 +1,209 @@
+/* Optimizer overhead benchmark: the step-time cost of SM3 and Shampoo over
+ * Adam on the GPT model of config M (n_layer 4, d_model 128, n_head 4,
+ * seq_len 128) at one batch size.
+ *
+ * A training step is forward + backward + optimizer step, and only the last
+ * part differs between optimizers, so the benchmark times the parts
+ * separately (medians, robust to other load on the machine):
+ *   t_fb       forward + zero_grad + backward at this batch size
+ *   t_opt(X)   one optimizer step of X on real gradients
+ * Shampoo's step without a root refresh and with one are timed apart, so
+ * precondition_every P costs t_plain + (t_refresh - t_plain) / P per step.
+ * overhead(X) = (t_opt(X) - t_opt(adam)) / (t_fb + t_opt(adam)).
+ *
+ *   bench_optim [--batch B] [--repeats N] [--root-method eigh|newton]
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "hparams.h"
+#include "model.h"
+#include "optim.h"
+
+#define M_LAYERS 4
+#define M_D_MODEL 128
+#define M_HEADS 4
+#define M_SEQ_LEN 128
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int compare_doubles(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *x, int n)
+{
+    qsort(x, (size_t)n, sizeof *x, compare_doubles);
+    return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
+}
+
+static double time_forward_backward(gpt_model *m, int repeats)
+{
+    double samples[64];
+    for (int r = 0; r < repeats; r++) {
+        double start = now_seconds();
+        model_forward(m);
+        model_zero_grad(m);
+        model_backward(m);
+        samples[r] = now_seconds() - start;
+    }
+    return median(samples, repeats);
+}
+
+/* Times optimizer steps on the model's current gradients. Steps with
+ * k % every == 0 go to refresh_out, the others to plain_out (either may be
+ * NULL). The gradients are restored before each step because adam adds
+ * weight decay into them. */
+static int time_optimizer(gpt_model *m, const train_config *cfg, int repeats, double *plain_out,
+                          double *refresh_out)
+{
+    char err[256];
+    optimizer *opt = NULL;
+    if (optim_create(&opt, cfg, m->tensors, m->n_tensors, err, sizeof err) < 0) {
+        fprintf(stderr, "bench_optim: %s\n", err);
+        return -1;
+    }
+    float *grads = malloc(m->num_params * sizeof(float));
+    float *params = malloc(m->num_params * sizeof(float));
+    if (!grads || !params) {
+        fprintf(stderr, "bench_optim: out of memory\n");
+        free(grads);
+        free(params);
+        optim_free(opt);
+        return -1;
+    }
+    memcpy(grads, m->grads, m->num_params * sizeof(float));
+    memcpy(params, m->params, m->num_params * sizeof(float));
+
+    double plain[64], refresh[64];
+    int n_plain = 0, n_refresh = 0;
+    /* The first step is a warm-up (page faults, BLAS thread start). */
+    for (int s = 0; n_plain < repeats || n_refresh < repeats; s++) {
+        int refreshes = optim_step_count(opt) % cfg->precondition_every == 0;
+        memcpy(m->grads, grads, m->num_params * sizeof(float));
+        double start = now_seconds();
+        optim_step(opt, m->params, m->grads, cfg->lr);
+        double elapsed = now_seconds() - start;
+        if (s == 0)
+            continue;
+        if (refreshes && n_refresh < repeats)
+            refresh[n_refresh++] = elapsed;
+        else if (!refreshes && n_plain < repeats)
+            plain[n_plain++] = elapsed;
+        if (!plain_out && n_refresh == repeats)
+            break;
+        if (!refresh_out && n_plain == repeats)
+            break;
+    }
+    if (plain_out)
+        *plain_out = median(plain, n_plain);
+    if (refresh_out)
+        *refresh_out = median(refresh, n_refresh);
+    if (optim_rejected_roots(opt) > 0)
+        fprintf(stderr, "bench_optim: %ld roots rejected\n", optim_rejected_roots(opt));
+
+    memcpy(m->grads, grads, m->num_params * sizeof(float));
+    memcpy(m->params, params, m->num_params * sizeof(float));
+    free(grads);
+    free(params);
+    optim_free(opt);
+    return 0;
+}
+
+static int make_config(train_config *cfg, const char *kind, int every, const char *root_method)
+{
+    char err[256], every_text[32];
+    train_config_defaults(cfg);
+    snprintf(every_text, sizeof every_text, "%d", every);
+    if (train_config_set(cfg, "optimizer", kind, err, sizeof err) < 0 ||
+        train_config_set(cfg, "precondition_every", every_text, err, sizeof err) < 0 ||
+        train_config_set(cfg, "root_method", root_method, err, sizeof err) < 0 ||
+        train_config_finalize(cfg, err, sizeof err) < 0) {
+        fprintf(stderr, "bench_optim: %s\n", err);
+        return -1;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    int batch = 16, repeats = 7;
+    const char *root_method = "eigh";
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (strcmp(argv[i], "--batch") == 0)
+            batch = atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--repeats") == 0)
+            repeats = atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--root-method") == 0)
+            root_method = argv[i + 1];
+        else {
+            fprintf(stderr, "usage: bench_optim [--batch B] [--repeats N] [--root-method eigh|newton]\n");
+            return 2;
+        }
+    }
+    if (batch < 1 || repeats < 1 || repeats > 64) {
+        fprintf(stderr, "bench_optim: invalid --batch %d or --repeats %d (1..64)\n", batch, repeats);
+        return 2;
+    }
+
+    char err[256];
+    gpt_model m;
+    if (model_create(&m, M_LAYERS, M_D_MODEL, M_HEADS, M_SEQ_LEN, batch, err, sizeof err) < 0) {
+        fprintf(stderr, "bench_optim: %s\n", err);
+        return 1;
+    }
+    model_init(&m, 1);
+    unsigned state = 7;
+    for (size_t i = 0; i < (size_t)batch * M_SEQ_LEN; i++) {
+        state = state * 1103515245u + 12345u;
+        m.inputs[i] = (uint8_t)(32 + (state >> 16) % 95);
+        m.targets[i] = (uint8_t)(32 + (state >> 8) % 95);
+    }
+
+    /* One warm-up pass, then the timed ones. */
+    time_forward_backward(&m, 1);
+    double t_fb = time_forward_backward(&m, repeats);
+
+    train_config cfg;
+    double t_adam = 0, t_sm3 = 0, t_plain = 0, t_refresh = 0;
+    int rc = 0;
+    rc |= make_config(&cfg, "adam", 10, root_method) || time_optimizer(&m, &cfg, repeats, NULL, &t_adam);
+    rc |= make_config(&cfg, "sm3", 10, root_method) || time_optimizer(&m, &cfg, repeats, NULL, &t_sm3);
+    rc |= make_config(&cfg, "shampoo", 1, root_method) ||
+          time_optimizer(&m, &cfg, repeats, NULL, &t_refresh);
+    rc |= make_config(&cfg, "shampoo", 1000, root_method) ||
+          time_optimizer(&m, &cfg, repeats, &t_plain, NULL);
+    if (rc) {
+        model_free(&m);
+        return 1;
+    }
+
+    double base = t_fb + t_adam;
+    printf("config M, batch %d, %zu parameters, root_method %s, medians of %d\n", batch, m.num_params,
+           root_method, repeats);
+    printf("  forward+backward %.1f ms, adam step %.2f ms, sm3 step %.2f ms\n", 1e3 * t_fb, 1e3 * t_adam,
+           1e3 * t_sm3);
+    printf("  shampoo step %.2f ms without root refresh, %.2f ms with one\n", 1e3 * t_plain, 1e3 * t_refresh);
+    printf("  %-8s %-20s %10s %10s\n", "batch", "optimizer", "step ms", "overhead");
+    printf("  %-8d %-20s %10.1f %9.1f%%\n", batch, "adam", 1e3 * base, 0.0);
+    printf("  %-8d %-20s %10.1f %9.1f%%\n", batch, "sm3", 1e3 * (t_fb + t_sm3), 100.0 * (t_sm3 - t_adam) / base);
+    static const int everies[] = {1, 10, 100};
+    for (int i = 0; i < 3; i++) {
+        double t_opt = t_plain + (t_refresh - t_plain) / everies[i];
+        char label[32];
+        snprintf(label, sizeof label, "shampoo every %d", everies[i]);
+        printf("  %-8d %-20s %10.1f %9.1f%%\n", batch, label, 1e3 * (t_fb + t_opt),
+               100.0 * (t_opt - t_adam) / base);
+    }
+    model_free(&m);
+    return 0;
+}
