@@ -3,8 +3,8 @@
  * seq_len 128) at one batch size.
  *
  * A training step is forward + backward + optimizer step, and only the last
- * part differs between optimizers, so the benchmark times the parts
- * separately (medians, robust to other load on the machine):
+ * part differs between optimizers. The benchmark therefore times the parts
+ * separately, as medians, which resist other load on the machine:
  *   t_fb       forward + zero_grad + backward at this batch size
  *   t_opt(X)   one optimizer step of X on real gradients
  * Shampoo's step without a root refresh and with one are timed apart, so

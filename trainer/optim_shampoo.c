@@ -264,9 +264,9 @@ static void accumulate_statistic(double *stat, const float *gram, int n, double 
 
 /* Updates one block's statistics (and roots when due), then writes
  * D = PL Gb PR into the block's place in d (float, tensor layout).
- * The Gram products and D are float32 GEMMs read straight from the
- * gradient (leading dimension cols), because they run every step; the
- * statistics accumulate and the roots are computed in double. */
+ * The Gram products and D run every step, so they are float32 GEMMs read
+ * straight from the gradient (leading dimension cols). The statistics
+ * accumulate and the roots are computed in double. */
 static void precondition_block(optimizer *opt, shampoo_block *b, const float *g, float *d, int cols,
                                int refresh_roots)
 {
