@@ -354,9 +354,9 @@ static int check_trainer_leaf(struct compile_ctx *c, const struct spec_node *lea
         const char *near = hparam_suggest(leaf->name);
         if (near)
             return fail(c, c->path, "\"%s\" is not a trainer hyperparameter; did you mean \"%s\"? "
-                                    "(submit with generic to skip this check)", leaf->name, near);
+                                    "(generic mode skips this check)", leaf->name, near);
         return fail(c, c->path, "\"%s\" is not a trainer hyperparameter; see sweep-train --help "
-                                "for the names (submit with generic to skip this check)", leaf->name);
+                                "for the names (generic mode skips this check)", leaf->name);
     }
 
     if (leaf->dist == DIST_CONSTANT || leaf->dist == DIST_CATEGORICAL) {
@@ -842,6 +842,30 @@ static int compile_group(struct compile_ctx *c, const cJSON *params, struct spec
     return 0;
 }
 
+/* Writes the JSON path of leaf ("parameters.g.parameters.lr") into out,
+ * searching group, whose own path is out[0..len). Returns 1 when found. */
+static int leaf_path(const struct spec_node *group, const struct spec_node *leaf, char *out,
+                     size_t size, size_t len)
+{
+    int n = snprintf(out + len, size - len, "%sparameters", len ? "." : "");
+
+    if (n < 0 || (size_t)n >= size - len)
+        return 0;
+    len += (size_t)n;
+    for (size_t i = 0; i < group->child_count; i++) {
+        const struct spec_node *child = &group->children[i];
+        int m = snprintf(out + len, size - len, ".%s", child->name);
+
+        if (m < 0 || (size_t)m >= size - len)
+            return 0;
+        if (child == leaf)
+            return 1;
+        if (child->is_group && leaf_path(child, leaf, out, size, len + (size_t)m))
+            return 1;
+    }
+    return 0;
+}
+
 /* In trainer mode the trainer flattens groups by leaf name, so a leaf name
  * may appear once in the whole spec. */
 static int check_unique_leaves(struct compile_ctx *c)
@@ -850,10 +874,17 @@ static int check_unique_leaves(struct compile_ctx *c)
 
     for (size_t i = 0; i < s->leaf_count; i++) {
         for (size_t j = i + 1; j < s->leaf_count; j++) {
-            if (strcmp(s->leaves[i]->name, s->leaves[j]->name) == 0)
-                return fail(c, "parameters", "the leaf name \"%s\" appears in two groups; the "
-                                             "trainer flattens nested groups by leaf name, so "
-                                             "each name may appear once", s->leaves[i]->name);
+            char first[PATH_MAX_BYTES], second[PATH_MAX_BYTES];
+
+            if (strcmp(s->leaves[i]->name, s->leaves[j]->name) != 0)
+                continue;
+            if (!leaf_path(&s->root, s->leaves[i], first, sizeof(first), 0))
+                snprintf(first, sizeof(first), "parameters");
+            if (!leaf_path(&s->root, s->leaves[j], second, sizeof(second), 0))
+                snprintf(second, sizeof(second), "parameters");
+            return fail(c, second, "the leaf name \"%s\" is also used at %s; the trainer "
+                                   "flattens nested groups by leaf name, so each name may "
+                                   "appear once", s->leaves[j]->name, first);
         }
     }
     return 0;
@@ -867,6 +898,10 @@ static int compute_grid(struct compile_ctx *c)
 
     for (size_t i = 0; i < s->leaf_count; i++) {
         struct spec_node *leaf = s->leaves[i];
+        char path[PATH_MAX_BYTES];
+
+        if (!leaf_path(&s->root, leaf, path, sizeof(path), 0))
+            snprintf(path, sizeof(path), "parameters");
 
         switch (leaf->dist) {
         case DIST_CONSTANT:
@@ -894,16 +929,16 @@ static int compute_grid(struct compile_ctx *c)
         case DIST_Q_UNIFORM:
             leaf->grid_points = spec_q_grid_points(leaf->min, leaf->max, leaf->q);
             if (leaf->grid_points == 0)
-                return fail(c, "parameters", "q_uniform grid of %s has 2^53 or more points; use "
-                                             "a larger q", leaf->name);
+                return fail(c, path, "q_uniform in a grid gives 2^53 or more points; use a "
+                                     "larger q");
             break;
         default:
-            return fail(c, "parameters", "internal error: %s in a grid", leaf->name);
+            return fail(c, path, "internal error: a continuous distribution in a grid");
         }
 
         if (size > SPEC_MAX_GRID_POINTS / leaf->grid_points)
-            return fail(c, "parameters", "the grid has more than 2^63 points (overflow at %s); "
-                                         "use fewer values or method random", leaf->name);
+            return fail(c, path, "the grid has more than 2^63 points with this parameter; "
+                                 "use fewer values or method random");
         size *= leaf->grid_points;
     }
     s->grid_size = size;

@@ -144,7 +144,7 @@ static const struct validation_case cases[] = {
     { "{\"method\":\"random\",\"parameters\":{\"n_layers\":{\"value\":2}}}", 0,
       "parameters.n_layers: \"n_layers\" is not a trainer hyperparameter; did you mean \"n_layer\"?", NULL },
     { "{\"method\":\"random\",\"parameters\":{\"lr\":{\"value\":0.1},\"g\":{\"parameters\":{\"lr\":{\"value\":0.2}}}}}", 0,
-      "parameters: the leaf name \"lr\" appears in two groups", NULL },
+      "parameters.lr: the leaf name \"lr\" is also used at parameters.g.parameters.lr;", NULL },
     { "{\"method\":\"random\",\"parameters\":{\"lr\":{\"value\":0.1,\"value\":0.2}}}", 0,
       "parameters.lr.value: key appears twice", NULL },
     { "{\"method\":\"random\",\"parameters\":{\"g\":{\"parameters\":{\"lr\":{\"value\":0.1}},\"value\":1}}}", 0,
@@ -444,7 +444,8 @@ static void test_grid_huge(void)
                      "\"a\":{\"min\":0,\"max\":9007199254740991},\"b\":{\"min\":0,\"max\":9007199254740991}}}",
                      1, err, sizeof(err));
     CHECK(s == NULL);
-    CHECK(strstr(err, "more than 2^63 points") != NULL);
+    CHECK_STR(err, "parameters.b: the grid has more than 2^63 points with this parameter; "
+                   "use fewer values or method random");
     spec_free(s);
 }
 
