@@ -1,0 +1,377 @@
+/* Read-only queries behind the status, trials and tickets operations. They
+ * prepare their statements per call (these operations are rare next to leases)
+ * and build reply fields into a cJSON object. Counts come from the sweep cache;
+ * losses come from the covering index trials(sweep, state, final_loss), so a
+ * 1M-trial sweep is answered without reading table rows.
+ */
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sqlite3.h>
+
+#include "log.h"
+#include "store.h"
+#include "tickets.h"
+
+static int query_fail(sqlite3 *db, int rc, const char *what)
+{
+    log_error("store", "%s failed: %s (sqlite %d)", what, sqlite3_errmsg(db), rc);
+    return rc == SQLITE_NOMEM ? STORE_ERR_NOMEM : STORE_ERR_IO;
+}
+
+/* Adds a column value (integer, real, text or null) to obj under name. */
+static cJSON *add_column(cJSON *obj, const char *name, sqlite3_stmt *s, int col)
+{
+    switch (sqlite3_column_type(s, col)) {
+    case SQLITE_INTEGER:
+        return cJSON_AddNumberToObject(obj, name, (double)sqlite3_column_int64(s, col));
+    case SQLITE_FLOAT:
+        return store_json_add_loss(obj, name, sqlite3_column_double(s, col));
+    case SQLITE_TEXT:
+        return cJSON_AddStringToObject(obj, name, (const char *)sqlite3_column_text(s, col));
+    default:
+        return cJSON_AddNullToObject(obj, name);
+    }
+}
+
+int store_query_status(store *st, store_sweep *sw, cJSON *obj)
+{
+    sqlite3 *db = store_db(st);
+    cJSON_AddNumberToObject(obj, "sweep", (double)sw->id);
+    cJSON_AddStringToObject(obj, "name", sw->name);
+    cJSON_AddStringToObject(obj, "state", store_sweep_state_name(sw->state));
+    cJSON_AddStringToObject(obj, "method", sw->spec && spec_method(sw->spec) == SPEC_GRID ? "grid" : "random");
+    cJSON *counts = cJSON_AddObjectToObject(obj, "counts");
+    int64_t done = 0;
+    for (int i = 0; i < TRIAL_STATE_COUNT; i++) {
+        cJSON_AddNumberToObject(counts, store_trial_state_name((enum trial_state)i), (double)sw->counts[i]);
+        if (i >= TRIAL_COMPLETED)
+            done += sw->counts[i];
+    }
+    cJSON_AddNumberToObject(obj, "done", (double)done);
+    if (sw->bounded)
+        cJSON_AddNumberToObject(obj, "total", (double)sw->size);
+    else
+        cJSON_AddNullToObject(obj, "total");
+    cJSON_AddNumberToObject(obj, "created", (double)sw->created_ms / 1000.0);
+    if (!cJSON_GetObjectItem(obj, "done"))
+        return STORE_ERR_NOMEM;
+
+    /* Best by the covering index: the first or last completed final_loss. */
+    int maximize = sw->spec && spec_metric_maximize(sw->spec);
+    const char *sql = maximize
+        ? "SELECT id, final_loss FROM trials WHERE sweep = ?1 AND state = 'completed' "
+          "ORDER BY final_loss DESC LIMIT 1"
+        : "SELECT id, final_loss FROM trials WHERE sweep = ?1 AND state = 'completed' "
+          "ORDER BY final_loss LIMIT 1";
+    sqlite3_stmt *s = NULL;
+    int rc = sqlite3_prepare_v2(db, sql, -1, &s, NULL);
+    if (rc != SQLITE_OK)
+        return query_fail(db, rc, "preparing the status query");
+    sqlite3_bind_int64(s, 1, sw->id);
+    rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        store_json_add_loss(obj, "best_loss", sqlite3_column_double(s, 1));
+        cJSON_AddNumberToObject(obj, "best_trial", (double)sqlite3_column_int64(s, 0));
+    } else if (rc == SQLITE_DONE) {
+        cJSON_AddNullToObject(obj, "best_loss");
+        cJSON_AddNullToObject(obj, "best_trial");
+    }
+    sqlite3_finalize(s);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return query_fail(db, rc, "reading the best trial");
+    return 0;
+}
+
+int store_query_trials(store *st, int64_t sweep, int state, const char *sort, int64_t limit, cJSON *obj)
+{
+    sqlite3 *db = store_db(st);
+
+    /* sort was checked against this list by the caller; unknown names fall
+     * back to id so no text from the request reaches the SQL. */
+    const char *order = "id";
+    if (sort && strcmp(sort, "final_loss") == 0)
+        order = "final_loss IS NULL, final_loss";
+    else if (sort && strcmp(sort, "best_loss") == 0)
+        order = "best_loss IS NULL, best_loss";
+    else if (sort && strcmp(sort, "seconds") == 0)
+        order = "seconds IS NULL, seconds";
+    char sql[512];
+    snprintf(sql, sizeof(sql),
+             "SELECT id, idx, state, attempt, params, final_loss, best_loss, steps, seconds, worker, "
+             "requeues, failures, checkpoint, checkpoint_step, error FROM trials "
+             "WHERE sweep = ?1 AND (?2 IS NULL OR state = ?2) ORDER BY %s, id LIMIT ?3",
+             order);
+    sqlite3_stmt *s = NULL;
+    int rc = sqlite3_prepare_v2(db, sql, -1, &s, NULL);
+    if (rc != SQLITE_OK)
+        return query_fail(db, rc, "preparing the trials query");
+    sqlite3_bind_int64(s, 1, sweep);
+    if (state >= 0)
+        sqlite3_bind_text(s, 2, store_trial_state_name((enum trial_state)state), -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 3, limit);
+
+    cJSON *list = cJSON_AddArrayToObject(obj, "trials");
+    int err = list ? 0 : STORE_ERR_NOMEM;
+    while (err == 0 && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+        cJSON *t = cJSON_CreateObject();
+        if (!t || !cJSON_AddItemToArray(list, t)) {
+            cJSON_Delete(t);
+            err = STORE_ERR_NOMEM;
+            break;
+        }
+        cJSON_AddNumberToObject(t, "trial", (double)sqlite3_column_int64(s, 0));
+        cJSON_AddNumberToObject(t, "index", (double)sqlite3_column_int64(s, 1));
+        add_column(t, "state", s, 2);
+        cJSON_AddNumberToObject(t, "attempts", (double)sqlite3_column_int64(s, 3));
+        const char *params = (const char *)sqlite3_column_text(s, 4);
+        cJSON *parsed = params ? cJSON_Parse(params) : NULL;
+        cJSON_AddItemToObject(t, "params", parsed ? parsed : cJSON_CreateNull());
+        add_column(t, "final_loss", s, 5);
+        add_column(t, "best_loss", s, 6);
+        add_column(t, "steps", s, 7);
+        add_column(t, "seconds", s, 8);
+        add_column(t, "worker", s, 9);
+        add_column(t, "requeues", s, 10);
+        add_column(t, "failures", s, 11);
+        add_column(t, "checkpoint", s, 12);
+        add_column(t, "checkpoint_step", s, 13);
+        add_column(t, "error", s, 14);
+    }
+    sqlite3_finalize(s);
+    if (err == 0 && rc != SQLITE_DONE)
+        return query_fail(db, rc, "listing trials");
+    return err;
+}
+
+/* Adds the fields of one tickets group to obj. */
+static void add_summary(cJSON *obj, const tickets_summary *sum)
+{
+    cJSON_AddNumberToObject(obj, "finished", (double)sum->finished);
+    cJSON_AddNumberToObject(obj, "completed", (double)sum->completed);
+    cJSON_AddNumberToObject(obj, "diverged", (double)sum->diverged);
+    cJSON_AddNumberToObject(obj, "winners", (double)sum->winners);
+    cJSON_AddNumberToObject(obj, "fraction", sum->fraction);
+    cJSON_AddNumberToObject(obj, "ci_low", sum->low);
+    cJSON_AddNumberToObject(obj, "ci_high", sum->high);
+    if (sum->has_loss) {
+        store_json_add_loss(obj, "best_loss", sum->best);
+        store_json_add_loss(obj, "median_loss", sum->median);
+    } else {
+        cJSON_AddNullToObject(obj, "best_loss");
+        cJSON_AddNullToObject(obj, "median_loss");
+    }
+    cJSON_AddNumberToObject(obj, "failed", (double)sum->failed);
+    cJSON_AddNumberToObject(obj, "cancelled", (double)sum->cancelled);
+}
+
+/* Overall tickets from the covering index: counts per state, winners by a
+ * range count, best and median by ordered offsets. Nothing is loaded into
+ * memory, so the cost is one index walk. */
+static int tickets_overall(sqlite3 *db, store_sweep *sw, double threshold, tickets_summary *sum)
+{
+    memset(sum, 0, sizeof(*sum));
+    sum->completed = (uint64_t)sw->counts[TRIAL_COMPLETED];
+    sum->diverged = (uint64_t)sw->counts[TRIAL_DIVERGED];
+    sum->failed = (uint64_t)sw->counts[TRIAL_FAILED];
+    sum->cancelled = (uint64_t)sw->counts[TRIAL_CANCELLED];
+    sum->finished = sum->completed + sum->diverged;
+
+    sqlite3_stmt *s = NULL;
+    int rc = sqlite3_prepare_v2(db,
+                                "SELECT count(*) FROM trials WHERE sweep = ?1 AND state = 'completed' "
+                                "AND final_loss < ?2",
+                                -1, &s, NULL);
+    if (rc != SQLITE_OK)
+        return query_fail(db, rc, "preparing the winners count");
+    sqlite3_bind_int64(s, 1, sw->id);
+    sqlite3_bind_double(s, 2, threshold);
+    rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW)
+        sum->winners = (uint64_t)sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    if (rc != SQLITE_ROW)
+        return query_fail(db, rc, "counting winners");
+
+    sum->fraction = sum->finished ? (double)sum->winners / (double)sum->finished : 0.0;
+    tickets_wilson(sum->winners, sum->finished, &sum->low, &sum->high);
+    if (sum->completed == 0)
+        return 0;
+
+    /* The median of n sorted losses: element (n-1)/2, averaged with the next
+     * one when n is even. */
+    rc = sqlite3_prepare_v2(db,
+                            "SELECT final_loss FROM trials WHERE sweep = ?1 AND state = 'completed' "
+                            "ORDER BY final_loss LIMIT ?2 OFFSET ?3",
+                            -1, &s, NULL);
+    if (rc != SQLITE_OK)
+        return query_fail(db, rc, "preparing the median query");
+    uint64_t n = sum->completed;
+    double values[2] = {NAN, NAN};
+    for (int pass = 0; pass < 2; pass++) {
+        int64_t offset = pass == 0 ? 0 : (int64_t)((n - 1) / 2);
+        int64_t count = pass == 0 ? 1 : (n % 2 == 0 ? 2 : 1);
+        sqlite3_reset(s);
+        sqlite3_bind_int64(s, 1, sw->id);
+        sqlite3_bind_int64(s, 2, count);
+        sqlite3_bind_int64(s, 3, offset);
+        double acc = 0.0;
+        int64_t got = 0;
+        while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+            acc += sqlite3_column_double(s, 0);
+            got++;
+        }
+        if (rc != SQLITE_DONE) {
+            sqlite3_finalize(s);
+            return query_fail(db, rc, "reading the median");
+        }
+        values[pass] = got ? acc / (double)got : NAN;
+    }
+    sqlite3_finalize(s);
+    sum->has_loss = 1;
+    sum->best = values[0];
+    sum->median = values[1];
+    return 0;
+}
+
+/* One group of a grouped tickets query, keyed by the parameter's value. */
+typedef struct group_entry {
+    int type;     /* SQLITE_INTEGER, SQLITE_FLOAT, SQLITE_TEXT */
+    int64_t i;
+    double d;
+    char *text;
+    tickets_group acc;
+} group_entry;
+
+static int group_matches(const group_entry *g, sqlite3_stmt *s)
+{
+    int type = sqlite3_column_type(s, 0);
+    if (type != g->type)
+        return 0;
+    if (type == SQLITE_INTEGER)
+        return g->i == sqlite3_column_int64(s, 0);
+    if (type == SQLITE_FLOAT)
+        return g->d == sqlite3_column_double(s, 0);
+    return strcmp(g->text, (const char *)sqlite3_column_text(s, 0)) == 0;
+}
+
+/* Grouped tickets: one pass over trial_params joined with trials. Groups are
+ * found by a linear search, which suits the few values a grouping parameter
+ * has (optimizers, schedules); a parameter with thousands of values costs
+ * O(rows x groups). */
+static int tickets_grouped(sqlite3 *db, int64_t sweep, const char *by, double threshold, cJSON *groups)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = sqlite3_prepare_v2(db,
+                                "SELECT p.value, t.state, t.final_loss FROM trial_params p "
+                                "JOIN trials t ON t.id = p.trial WHERE p.sweep = ?1 AND p.name = ?2",
+                                -1, &s, NULL);
+    if (rc != SQLITE_OK)
+        return query_fail(db, rc, "preparing the grouped tickets query");
+    sqlite3_bind_int64(s, 1, sweep);
+    sqlite3_bind_text(s, 2, by, -1, SQLITE_STATIC);
+
+    group_entry *list = NULL;
+    size_t count = 0, cap = 0;
+    int err = 0;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        const char *state = (const char *)sqlite3_column_text(s, 1);
+        enum tickets_outcome outcome;
+        if (strcmp(state, "completed") == 0)
+            outcome = TICKETS_COMPLETED;
+        else if (strcmp(state, "diverged") == 0)
+            outcome = TICKETS_DIVERGED;
+        else if (strcmp(state, "failed") == 0)
+            outcome = TICKETS_FAILED;
+        else if (strcmp(state, "cancelled") == 0)
+            outcome = TICKETS_CANCELLED;
+        else
+            continue; /* pending and running trials have no outcome yet */
+
+        size_t g = 0;
+        while (g < count && !group_matches(&list[g], s))
+            g++;
+        if (g == count) {
+            if (count == cap) {
+                cap = cap ? cap * 2 : 8;
+                group_entry *grown = realloc(list, cap * sizeof(*grown));
+                if (!grown) {
+                    err = STORE_ERR_NOMEM;
+                    break;
+                }
+                list = grown;
+            }
+            group_entry *e = &list[count];
+            memset(e, 0, sizeof(*e));
+            e->type = sqlite3_column_type(s, 0);
+            e->i = sqlite3_column_int64(s, 0);
+            e->d = sqlite3_column_double(s, 0);
+            if (e->type == SQLITE_TEXT) {
+                e->text = strdup((const char *)sqlite3_column_text(s, 0));
+                if (!e->text) {
+                    err = STORE_ERR_NOMEM;
+                    break;
+                }
+            }
+            tickets_group_init(&e->acc);
+            count++;
+        }
+        double loss = sqlite3_column_type(s, 2) == SQLITE_NULL ? NAN : sqlite3_column_double(s, 2);
+        if (tickets_group_add(&list[g].acc, outcome, loss, threshold) != 0) {
+            err = STORE_ERR_NOMEM;
+            break;
+        }
+    }
+    sqlite3_finalize(s);
+    if (err == 0 && rc != SQLITE_DONE)
+        err = query_fail(db, rc, "reading grouped tickets");
+
+    for (size_t g = 0; g < count; g++) {
+        if (err == 0) {
+            tickets_summary sum;
+            tickets_group_summary(&list[g].acc, &sum);
+            cJSON *obj = cJSON_CreateObject();
+            if (!obj || !cJSON_AddItemToArray(groups, obj)) {
+                cJSON_Delete(obj);
+                err = STORE_ERR_NOMEM;
+            } else {
+                if (list[g].type == SQLITE_TEXT)
+                    cJSON_AddStringToObject(obj, "value", list[g].text);
+                else if (list[g].type == SQLITE_INTEGER)
+                    cJSON_AddNumberToObject(obj, "value", (double)list[g].i);
+                else
+                    cJSON_AddNumberToObject(obj, "value", list[g].d);
+                add_summary(obj, &sum);
+            }
+        }
+        free(list[g].text);
+        tickets_group_free(&list[g].acc);
+    }
+    free(list);
+    return err;
+}
+
+int store_query_tickets(store *st, int64_t sweep, double threshold, const char *by, cJSON *obj)
+{
+    store_sweep *sw = store_sweep_find(st, sweep);
+    if (!sw)
+        return STORE_ERR_NOT_FOUND;
+    sqlite3 *db = store_db(st);
+    tickets_summary overall;
+    int err = tickets_overall(db, sw, threshold, &overall);
+    if (err != 0)
+        return err;
+    cJSON *o = cJSON_AddObjectToObject(obj, "overall");
+    if (!o)
+        return STORE_ERR_NOMEM;
+    add_summary(o, &overall);
+    if (!by)
+        return 0;
+    cJSON *groups = cJSON_AddArrayToObject(obj, "groups");
+    if (!groups)
+        return STORE_ERR_NOMEM;
+    return tickets_grouped(db, sweep, by, threshold, groups);
+}
