@@ -2,7 +2,7 @@
  * for each number literal in document order, whether it was written as an
  * integer, and pairs it with the number nodes of the parsed tree. The scan
  * only tokenises enough JSON to skip strings and find the end of the first
- * value; cJSON has already decided that the text is valid JSON.
+ * value, because cJSON has already checked that the text is valid JSON.
  */
 #include "json_kinds.h"
 

@@ -83,8 +83,8 @@ static const char *const top_keys[] = {
 static const char *const metric_keys[] = { "name", "goal", "target" };
 #define METRIC_KEY_COUNT (sizeof(metric_keys) / sizeof(metric_keys[0]))
 
-/* State of one spec_compile call. path holds the JSON path of the object
- * being checked; helpers append ".key" and cut it back. */
+/* State of one spec_compile call. path is the JSON path of the object being
+ * checked: helpers append ".key" and cut it back. */
 struct compile_ctx {
     const json_kinds *kinds;
     int generic;
@@ -93,7 +93,6 @@ struct compile_ctx {
     size_t err_size;
     char path[PATH_MAX_BYTES];
     size_t param_count;     /* groups and leaves so far */
-    size_t leaf_cap;
 };
 
 /* Writes "<path>: <message>" into the error buffer. Returns -1. */
@@ -909,18 +908,18 @@ static int compute_grid(struct compile_ctx *c)
             break;
         case DIST_CATEGORICAL: {
             /* Drop repeated values in place, keeping first occurrences. */
-            size_t kept = 0;
+            size_t unique_count = 0;
             for (size_t j = 0; j < leaf->value_count; j++) {
                 size_t k;
-                for (k = 0; k < kept; k++) {
+                for (k = 0; k < unique_count; k++) {
                     if (spec_values_equal(leaf->values[k], leaf->values[j]))
                         break;
                 }
-                if (k == kept)
-                    leaf->values[kept++] = leaf->values[j];
+                if (k == unique_count)
+                    leaf->values[unique_count++] = leaf->values[j];
             }
-            leaf->value_count = kept;
-            leaf->grid_points = kept;
+            leaf->value_count = unique_count;
+            leaf->grid_points = unique_count;
             break;
         }
         case DIST_INT_UNIFORM:

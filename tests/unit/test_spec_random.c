@@ -1,7 +1,8 @@
-/* Random sweeps: trial parameters are a function of (seed, index) only, in
- * this process and in a forked one; every distribution's draws stay in range,
- * quantised draws are multiples of q, the literal kind of min/max picks
- * int_uniform or uniform, and categorical probabilities hold statistically.
+/* Random sweeps. Trial parameters are a function of (seed, index) only, in
+ * this process and in a forked one. Every distribution's draws stay in range
+ * and quantised draws are multiples of q. The literal kind of min and max
+ * picks int_uniform or uniform, and categorical probabilities hold
+ * statistically.
  */
 #include <math.h>
 #include <stdint.h>
@@ -53,7 +54,8 @@ static void test_random_determinism(void)
     sweep_spec *again = compile_text(mixed_spec, 0);
     int differ_index = 0, differ_seed = 0;
 
-    CHECK(s != NULL && again != NULL);
+    CHECK(s != NULL);
+    CHECK(again != NULL);
     if (!s || !again) {
         spec_free(s);
         spec_free(again);
@@ -66,7 +68,7 @@ static void test_random_determinism(void)
         char *other_seed = trial_text(s, 43, i);
 
         /* Same (seed, index) gives the same text, whatever came before. */
-        CHECK(a && b && strcmp(a, b) == 0);
+        CHECK_STR(a, b ? b : "(null)");
         differ_index += a && next && strcmp(a, next) != 0;
         differ_seed += a && other_seed && strcmp(a, other_seed) != 0;
         cJSON_free(a);
@@ -85,7 +87,7 @@ static void test_random_determinism(void)
         cJSON_free(t);
     }
     char *late_again = trial_text(s, 42, 1000000);
-    CHECK(late && late_again && strcmp(late, late_again) == 0);
+    CHECK_STR(late, late_again ? late_again : "(null)");
     cJSON_free(late);
     cJSON_free(late_again);
     spec_free(again);
@@ -130,7 +132,8 @@ static void test_random_across_processes(void)
     close(fds[0]);
     buf[got] = '\0';
     CHECK(waitpid(pid, &status, 0) == pid);
-    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
 
     sweep_spec *s = compile_text(mixed_spec, 0);
     char *line = buf;
@@ -235,7 +238,8 @@ static void test_literal_kind_decides(void)
     sweep_spec *reals = compile_text("{\"method\":\"random\",\"parameters\":{\"x\":{\"min\":0.0,\"max\":1.0}}}", 1);
     int zeros = 0, ones = 0, others = 0, fractional = 0;
 
-    CHECK(ints != NULL && reals != NULL);
+    CHECK(ints != NULL);
+    CHECK(reals != NULL);
     for (uint64_t i = 0; ints && reals && i < 1000; i++) {
         cJSON *a = spec_trial_params(ints, 3, i);
         cJSON *b = spec_trial_params(reals, 3, i);
@@ -250,7 +254,8 @@ static void test_literal_kind_decides(void)
         cJSON_Delete(b);
     }
     CHECK(others == 0);
-    CHECK(zeros > 400 && ones > 400);
+    CHECK(zeros > 400);
+    CHECK(ones > 400);
     CHECK(fractional == 1000);
     spec_free(ints);
     spec_free(reals);

@@ -36,11 +36,16 @@ static void test_wilson_edges(void)
     double low = -1, high = -1;
 
     tickets_wilson(0, 0, &low, &high);
-    CHECK(low == 0.0 && high == 1.0);
+    CHECK(low == 0.0);
+    CHECK(high == 1.0);
     tickets_wilson(0, 1000, &low, &high);
-    CHECK(low == 0.0 && high > 0.0 && high < 0.01);
+    CHECK(low == 0.0);
+    CHECK(high > 0.0);
+    CHECK(high < 0.01);
     tickets_wilson(1000, 1000, &low, &high);
-    CHECK(high == 1.0 && low > 0.99 && low < 1.0);
+    CHECK(high == 1.0);
+    CHECK(low > 0.99);
+    CHECK(low < 1.0);
     /* k > n is clamped to n. */
     tickets_wilson(9, 5, &low, &high);
     CHECK(high == 1.0);
@@ -48,7 +53,10 @@ static void test_wilson_edges(void)
     double l1, h1, l2, h2;
     tickets_wilson(10, 100, &l1, &h1);
     tickets_wilson(1000, 10000, &l2, &h2);
-    CHECK(l1 < 0.1 && h1 > 0.1 && l2 < 0.1 && h2 > 0.1);
+    CHECK(l1 < 0.1);
+    CHECK(h1 > 0.1);
+    CHECK(l2 < 0.1);
+    CHECK(h2 > 0.1);
     CHECK(h2 - l2 < h1 - l1);
 }
 
@@ -83,7 +91,8 @@ static void test_group_counts(void)
     CHECK_NEAR(sum.fraction, 1.0 / 6.0, 1e-15);
     double low, high;
     tickets_wilson(1, 6, &low, &high);
-    CHECK(sum.low == low && sum.high == high);
+    CHECK(sum.low == low);
+    CHECK(sum.high == high);
     /* Finite losses of finished trials: 1, 3, 2, 0.5 -> best 0.5, median 1.5. */
     CHECK(sum.has_loss == 1);
     CHECK(sum.best == 0.5);
@@ -93,8 +102,13 @@ static void test_group_counts(void)
     /* An empty group. */
     tickets_group_init(&g);
     tickets_group_summary(&g, &sum);
-    CHECK(sum.finished == 0 && sum.fraction == 0.0 && sum.low == 0.0 && sum.high == 1.0);
-    CHECK(sum.has_loss == 0 && isnan(sum.best) && isnan(sum.median));
+    CHECK(sum.finished == 0);
+    CHECK(sum.fraction == 0.0);
+    CHECK(sum.low == 0.0);
+    CHECK(sum.high == 1.0);
+    CHECK(sum.has_loss == 0);
+    CHECK(isnan(sum.best));
+    CHECK(isnan(sum.median));
     tickets_group_free(&g);
 }
 
