@@ -1,9 +1,9 @@
 /* sweepctl internals: the command-line client of sweepd.
  *
  * main.c parses the global options and dispatches through a table of
- * subcommands; conn.c finds the daemon and carries request/reply pairs over
- * the newline-delimited JSON protocol (docs/PROTOCOL.md); format.c renders
- * tables and numbers; the cmd_*.c, watch.c and export.c files hold the
+ * subcommands. conn.c finds the daemon and carries request/reply pairs over
+ * the newline-delimited JSON protocol (docs/PROTOCOL.md). format.c renders
+ * tables and numbers. The cmd_*.c, watch.c and export.c files contain the
  * subcommands. Every handler returns one of the exit codes below, which
  * docs/CLI.md lists for users.
  */
@@ -116,10 +116,10 @@ int cli_check_global_conflicts(const cli_ctx *ctx, const cli_command *cmd);
 /* Where the daemon listens. */
 typedef struct cli_address {
     int is_tcp;
-    char path[256];   /* unix socket path when !is_tcp */
+    char path[128];   /* unix socket path when !is_tcp (sun_path has 108 bytes) */
     char host[256];   /* TCP host when is_tcp */
     char port[16];    /* TCP port when is_tcp */
-    char display[300];/* "unix:/path" or "tcp:host:port", for messages */
+    char display[300]; /* "unix:/path" or "tcp:host:port", for messages */
     const char *from; /* "--connect", "$SWEEPD_SOCKET" or "the default socket" */
 } cli_address;
 
@@ -144,9 +144,10 @@ int cli_conn_open(const cli_ctx *ctx, cli_conn *conn);
 /* Sends {"id":N,"op":op[,members]} where members is a JSON text fragment of
  * object members ("\"sweep\":3") spliced in verbatim, or NULL. Waits for the
  * reply with the same id, skipping events. Returns 0 and sets *reply (owned
- * by the caller) when the daemon replied ok; otherwise prints the failure
- * and returns an exit code: CLI_EXIT_DAEMON for an error reply
- * (CLI_EXIT_SPEC for invalid_spec), CLI_EXIT_CONNECT or CLI_EXIT_PROTOCOL.
+ * by the caller) when the daemon replied ok. Otherwise prints the failure
+ * and returns an exit code. An error reply gives CLI_EXIT_DAEMON, or
+ * CLI_EXIT_SPEC for invalid_spec. A connection failure gives
+ * CLI_EXIT_CONNECT, a malformed or missing reply CLI_EXIT_PROTOCOL.
  * With error_out non-NULL an error reply is not printed; its "error" object
  * is detached into *error_out instead (owned by the caller). */
 int cli_conn_call(cli_conn *conn, const char *op, const char *members, cJSON **reply,

@@ -9,6 +9,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* Trial states in their lifecycle order, for counts and --state. */
 static const char *const trial_states[] = {"pending",  "running", "completed",
@@ -36,7 +37,7 @@ static long long count_done(const cJSON *counts)
     return done;
 }
 
-/* Formats "done/total" with "?" for an unbounded sweep. */
+/* Formats "done/total", or "done/unbounded" for a sweep without a size. */
 static const char *fmt_progress(const cJSON *obj, char *buf, size_t size)
 {
     const cJSON *counts = cJSON_GetObjectItemCaseSensitive(obj, "counts");
@@ -122,6 +123,19 @@ static int query(cli_ctx *ctx, const cli_command *cmd, int argc, char **argv, in
     return 1;
 }
 
+/* Formats a creation time: seconds since the epoch as local "YYYY-MM-DD
+ * HH:MM"; any other value as it is. */
+static void fmt_created(const cJSON *v, char *buf, size_t size)
+{
+    struct tm tm;
+    if (cJSON_IsNumber(v) && isfinite(v->valuedouble)) {
+        time_t t = (time_t)v->valuedouble;
+        if (localtime_r(&t, &tm) != NULL && strftime(buf, size, "%Y-%m-%d %H:%M", &tm) > 0)
+            return;
+    }
+    cli_fmt_scalar(v, "-", buf, size);
+}
+
 int cli_cmd_list(cli_ctx *ctx, const cli_command *cmd, int argc, char **argv)
 {
     cJSON *reply;
@@ -145,8 +159,7 @@ int cli_cmd_list(cli_ctx *ctx, const cli_command *cmd, int argc, char **argv)
         snprintf(id, sizeof(id), "%lld", cli_get_ll(s, "sweep", &v) ? v : 0);
         snprintf(running, sizeof(running), "%lld", cli_get_ll(counts, "running", &v) ? v : 0);
         snprintf(failed, sizeof(failed), "%lld", cli_get_ll(counts, "failed", &v) ? v : 0);
-        cli_fmt_scalar(cJSON_GetObjectItemCaseSensitive(s, "created"), "-", created,
-                       sizeof(created));
+        fmt_created(cJSON_GetObjectItemCaseSensitive(s, "created"), created, sizeof(created));
         const char *cells[] = {id, cli_get_str(s, "name", "-"), cli_get_str(s, "state", "-"),
                                cli_get_str(s, "method", "-"), fmt_progress(s, progress,
                                sizeof(progress)), running, failed, created};
@@ -269,7 +282,7 @@ int cli_cmd_trials(cli_ctx *ctx, const cli_command *cmd, int argc, char **argv)
     return rc;
 }
 
-/* Formats a worker's "step/steps", or "-" when it holds no trial. */
+/* Formats a worker's "step/steps", or "-" when it has no trial. */
 static const char *fmt_step(const cJSON *w, char *buf, size_t size)
 {
     long long step, steps;

@@ -1,6 +1,6 @@
 /* sweepctl submit and validate: send a sweep spec file to the daemon.
  *
- * The daemon tells an integer literal from a float one ({"min": 0} is an
+ * The daemon distinguishes an integer literal from a float one ({"min": 0} is an
  * int_uniform bound, {"min": 0.0} a uniform one), and cJSON keeps no record
  * of the difference. So the file's text is spliced verbatim into the request
  * line, with its line breaks turned into spaces, after checking here that it

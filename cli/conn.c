@@ -1,9 +1,9 @@
 /* The client side of the sweepd protocol: find the daemon, connect, send a
  * request line, read the reply with the same id.
  *
- * Connections are blocking sockets with a poll() timeout on every read, which
- * suits a command that makes a few calls and exits; `watch` connects here too
- * and then hands the socket to its libuv loop. Replies are framed by
+ * Connections are blocking sockets with a poll() timeout on every read,
+ * because a command makes a few calls and exits. `watch` connects here too and
+ * then hands the socket to its libuv loop. Replies are framed by
  * common/linebuf.h with a ceiling of CLI_MAX_REPLY_BYTES per line.
  */
 #include "cli.h"
@@ -19,7 +19,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-/* Longest token accepted from a token file. */
+/* Maximum token length accepted from a token file. */
 #define TOKEN_MAX_BYTES 4096
 
 /* Fills addr from "unix:PATH", "tcp:HOST:PORT" ("tcp:[::1]:PORT" for IPv6)
@@ -69,9 +69,12 @@ static int parse_address(const char *text, cli_address *addr, char *why, size_t 
                  sizeof(sun.sun_path) - 1);
         return -1;
     }
+    /* The length check above keeps both copies inside their buffers. */
+    size_t len = strlen(path);
     addr->is_tcp = 0;
-    snprintf(addr->path, sizeof(addr->path), "%s", path);
-    snprintf(addr->display, sizeof(addr->display), "unix:%s", path);
+    memcpy(addr->path, path, len + 1);
+    memcpy(addr->display, "unix:", 5);
+    memcpy(addr->display + 5, path, len + 1);
     return 0;
 }
 

@@ -4,8 +4,8 @@
  * to dotted names, sorted, the union over all trials), final_loss,
  * best_loss, steps, seconds, worker. CSV follows RFC 4180 quoting: a field
  * with a comma, a double quote or a line break is quoted, with inner quotes
- * doubled. Non-finite losses are written as nan, inf or -inf (JSON strings
- * in JSON output, which never holds a bare NaN or Infinity).
+ * doubled. Non-finite losses are written as nan, inf or -inf. In JSON output
+ * they are strings, so it never contains a bare NaN or Infinity.
  */
 #include "cli.h"
 

@@ -50,7 +50,7 @@ const char *cli_get_str(const cJSON *obj, const char *name, const char *fallback
 }
 
 /* Prints d with the fewest significant digits that read back to the same
- * double, so 0.003 stays "0.003" and 1e-05 stays "1e-05". */
+ * double, so 0.003 stays "0.003", 1e-05 stays "1e-05" and 10 stays "10". */
 static void format_double(double d, char *buf, size_t size)
 {
     if (isnan(d)) {
@@ -59,6 +59,11 @@ static void format_double(double d, char *buf, size_t size)
     }
     if (isinf(d)) {
         snprintf(buf, size, d > 0 ? "inf" : "-inf");
+        return;
+    }
+    /* Whole numbers print as integers, not in the "1e+01" form that %g picks. */
+    if (d == floor(d) && fabs(d) < 1e15) {
+        snprintf(buf, size, "%.0f", d);
         return;
     }
     for (int precision = 1; precision <= 17; precision++) {
@@ -132,7 +137,11 @@ void cli_fmt_bar(long long done, long long total, int width, char *buf, size_t s
         width = (int)size - 3;
     int filled = 0;
     if (total > 0) {
-        long long clamped = done < 0 ? 0 : done > total ? total : done;
+        long long clamped = done;
+        if (clamped < 0)
+            clamped = 0;
+        if (clamped > total)
+            clamped = total;
         filled = (int)((double)clamped / (double)total * width);
     }
     buf[0] = '[';

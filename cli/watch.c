@@ -10,8 +10,8 @@
  * On a terminal the frame is redrawn in place (cursor up, clear to end of
  * line) and lines are cut to the terminal width so nothing wraps. Otherwise
  * one status line is printed every --interval seconds. The only terminal
- * state changed is the hidden cursor, restored on every exit path the loop
- * sees (Ctrl-C, SIGTERM, end of sweep, lost connection).
+ * state changed is the hidden cursor. It is shown again on every exit path
+ * that runs through the loop (Ctrl-C, SIGTERM, end of sweep, lost connection).
  */
 #include "cli.h"
 
@@ -68,7 +68,10 @@ typedef struct watch_state {
     int threshold_checked;
 
     long long next_id;
-    long long pending[KIND_COUNT]; /* id in flight per kind, 0 when none */
+    long long pending[KIND_COUNT];  /* id in flight per kind, 0 when none */
+    long long replied[KIND_COUNT];  /* id of the newest reply per kind */
+    long long finished_id;          /* status reply that showed the sweep ended */
+    long long pending_reply_id;     /* id of the reply being handled */
 
     cJSON *status;   /* latest status reply */
     cJSON *workers;  /* latest workers reply, updated by heartbeat events */
@@ -310,7 +313,12 @@ static char *render_frame(watch_state *w)
         if (cli_get_ll(w->status, "best_trial", &best_trial))
             fprintf(out, " (trial %lld)", best_trial);
         fprintf(out, "\n");
-        int bar_width = w->columns > 100 ? 40 : w->columns > 60 ? w->columns - 60 : 10;
+        /* The rest of the progress line takes about 60 columns. */
+        int bar_width = 10;
+        if (w->columns > 100)
+            bar_width = 40;
+        else if (w->columns > 70)
+            bar_width = w->columns - 60;
         print_progress(w, out, bar_width);
     }
     fprintf(out, "\n");
@@ -437,11 +445,42 @@ static void choose_sweep(watch_state *w, const cJSON *reply)
         refresh(w);
 }
 
+/* Ends the watch (with --until-done) once the workers and tickets replies
+ * are as new as the status reply that showed the sweep ended, so the final
+ * frame is complete. The daemon answers one connection's requests in order,
+ * so a reply to a later id reflects a state at least as new. */
+static void finish_when_current(watch_state *w)
+{
+    static const enum watch_kind needed[] = {KIND_WORKERS, KIND_TICKETS};
+    int current = 1;
+
+    for (size_t i = 0; i < 2; i++) {
+        enum watch_kind kind = needed[i];
+        if (w->replied[kind] > w->finished_id)
+            continue;
+        current = 0;
+        if (w->pending[kind] == 0) {
+            if (kind == KIND_WORKERS)
+                send_request(w, kind, NULL);
+            else
+                send_sweep_request(w, kind);
+        }
+    }
+    if (!current)
+        return;
+    if (w->tty)
+        draw_frame(w);
+    else
+        print_status_line(w);
+    stop_watch(w, CLI_EXIT_OK);
+}
+
 static void handle_reply(watch_state *w, enum watch_kind kind, cJSON *msg)
 {
     int ok = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(msg, "ok"));
     const cJSON *error = cJSON_GetObjectItemCaseSensitive(msg, "error");
 
+    w->pending_reply_id = w->pending[kind];
     w->pending[kind] = 0;
     if (!ok && kind == KIND_TICKETS && !w->threshold_checked) {
         /* No ticket_threshold in the spec: ask again for best losses only. */
@@ -483,15 +522,13 @@ static void handle_reply(watch_state *w, enum watch_kind kind, cJSON *msg)
         return;
     }
 
-    if (kind == KIND_STATUS && w->until_done && w->status != NULL &&
-        sweep_finished(cli_get_str(w->status, "state", ""))) {
-        /* The final frame shows the finished sweep, then the watch ends. */
-        if (w->tty)
-            draw_frame(w);
-        else
-            print_status_line(w);
-        stop_watch(w, CLI_EXIT_OK);
-    }
+    w->replied[kind] = w->pending_reply_id;
+
+    if (kind == KIND_STATUS && w->until_done && w->finished_id == 0 && w->status != NULL &&
+        sweep_finished(cli_get_str(w->status, "state", "")))
+        w->finished_id = w->replied[KIND_STATUS];
+    if (w->finished_id != 0)
+        finish_when_current(w);
 }
 
 /* Updates the row of the worker named in a heartbeat event. */
