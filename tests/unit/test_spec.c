@@ -162,6 +162,18 @@ static const struct validation_case cases[] = {
       "parameters.lr.max: ", NULL },
     { "{\"method\":\"grid\",\"parameters\":{\"lr\":{\"value\":[0.1]}}}", 0,
       "parameters.lr.value: lr takes a number, string or boolean, not a JSON array", NULL },
+    { "{\"method\":\"grid\",\"parameters\":{\"n_layer\":{\"values\":[2,2.5]}}}", 0,
+      "parameters.n_layer.values[1]: ", NULL },
+    { "{\"method\":\"grid\",\"parameters\":{\"n_layer\":{\"distribution\":\"q_uniform\",\"min\":1,\"max\":4,\"q\":0.5}}}", 0,
+      "parameters.n_layer: n_layer is an integer hyperparameter, but q_uniform draws non-integers", NULL },
+    { "{\"method\":\"grid\",\"parameters\":{\"n_layer\":{\"distribution\":\"q_uniform\",\"min\":1,\"max\":4,\"q\":1}}}", 0, NULL, NULL },
+    { "{\"method\":\"grid\",\"parameters\":{\"nesterov\":{\"values\":[true,false]},\"lr_schedule\":{\"values\":[\"cosine\",\"linear\"]}}}", 0, NULL, NULL },
+    { "{\"method\":\"grid\",\"parameters\":{\"nesterov\":{\"values\":[\"maybe\"]}}}", 0,
+      "parameters.nesterov.values[0]: ", NULL },
+    { "{\"method\":\"random\",\"parameters\":{\"dataset\":{\"value\":3}}}", 0,
+      "parameters.dataset.value: ", NULL },
+    { "{\"method\":\"random\",\"parameters\":{\"lr\":{\"distribution\":\"log_uniform\",\"min\":-10,\"max\":5}}}", 0,
+      "parameters.lr.max: ", NULL },
     /* Top level. */
     { "{\"parameters\":{\"lr\":{\"value\":0.1}}}", 0, "method: missing", NULL },
     { "{\"method\":\"bayes\",\"parameters\":{\"lr\":{\"value\":0.1}}}", 0,
@@ -522,6 +534,46 @@ static void test_accessors_and_canonical(void)
     spec_free(s);
 }
 
+/* The daemon scans the whole request line once and compiles the "spec"
+ * member with that table: kinds must still decide int_uniform vs uniform. */
+static void test_kinds_from_enclosing_request(void)
+{
+    const char *line = "{\"op\":\"submit\",\"id\":7,\"spec\":{\"method\":\"grid\",\"parameters\":"
+                       "{\"x\":{\"min\":0,\"max\":3}}},\"more\":[1.5]}";
+    const char *float_line = "{\"id\":8,\"spec\":{\"method\":\"grid\",\"parameters\":"
+                             "{\"x\":{\"min\":0,\"max\":3.0}}}}";
+    cJSON *root = cJSON_Parse(line);
+    json_kinds *kinds = root ? json_kinds_scan(line, strlen(line), root) : NULL;
+    sweep_spec *s = NULL;
+    char err[512] = "";
+    uint64_t n = 0;
+
+    CHECK(kinds != NULL);
+    CHECK(spec_compile(cJSON_GetObjectItem(root, "spec"), kinds, 1, &s, err, sizeof(err)) == 0);
+    CHECK(s != NULL);
+    if (s) {
+        CHECK(spec_trial_count(s, &n) == 1);
+        CHECK(n == 4);
+        char *canonical = spec_canonical_text(s);
+        CHECK_STR(canonical, "{\"method\":\"grid\",\"parameters\":{\"x\":{\"min\":0,\"max\":3}}}");
+        cJSON_free(canonical);
+    }
+    spec_free(s);
+    json_kinds_free(kinds);
+    cJSON_Delete(root);
+
+    /* With max 3.0 the parameter is uniform, which a grid rejects. */
+    root = cJSON_Parse(float_line);
+    kinds = root ? json_kinds_scan(float_line, strlen(float_line), root) : NULL;
+    s = NULL;
+    CHECK(kinds != NULL);
+    CHECK(spec_compile(cJSON_GetObjectItem(root, "spec"), kinds, 1, &s, err, sizeof(err)) == -1);
+    CHECK(s == NULL);
+    CHECK(strncmp(err, "parameters.x: method grid needs a finite set", 44) == 0);
+    json_kinds_free(kinds);
+    cJSON_Delete(root);
+}
+
 static void test_limits(void)
 {
     char err[512];
@@ -577,6 +629,7 @@ int main(void)
     test_grid_nested();
     test_grid_huge();
     test_accessors_and_canonical();
+    test_kinds_from_enclosing_request();
     test_limits();
     return check_report("test_spec");
 }
