@@ -188,6 +188,23 @@ static const char *closest(const char *word, const char *const *words, size_t co
     return best;
 }
 
+/* Rejects a key given twice in one object. */
+static int fail_repeated_key(struct compile_ctx *c, const char *key)
+{
+    char path[PATH_MAX_BYTES + 64];
+    return fail(c, key_path(c, key, path, sizeof(path)), "key appears twice; keep one");
+}
+
+/* Returns the index of key in words, or -1. */
+static int find_word(const char *key, const char *const *words, size_t count)
+{
+    for (size_t i = 0; i < count; i++) {
+        if (strcmp(key, words[i]) == 0)
+            return (int)i;
+    }
+    return -1;
+}
+
 /* Rejects a key that is not in words, suggesting the closest valid one. */
 static int fail_unknown_key(struct compile_ctx *c, const char *key, const char *const *words,
                             size_t count, const char *what)
@@ -201,16 +218,14 @@ static int fail_unknown_key(struct compile_ctx *c, const char *key, const char *
     return fail(c, path, "unknown key in %s; see docs/SPEC.md for the valid keys", what);
 }
 
-/* Rejects an object that has the same key twice (cJSON keeps both). */
+/* Rejects an object that has the same key twice (cJSON keeps both). The
+ * check is quadratic, so callers bound the key count first. */
 static int check_duplicate_keys(struct compile_ctx *c, const cJSON *obj)
 {
     for (const cJSON *a = obj->child; a; a = a->next) {
         for (const cJSON *b = a->next; b; b = b->next) {
-            if (strcmp(a->string, b->string) == 0) {
-                char path[PATH_MAX_BYTES + 64];
-                return fail(c, key_path(c, a->string, path, sizeof(path)),
-                            "key appears twice; keep one");
-            }
+            if (strcmp(a->string, b->string) == 0)
+                return fail_repeated_key(c, a->string);
         }
     }
     return 0;
@@ -754,17 +769,12 @@ static int compile_param(struct compile_ctx *c, const cJSON *obj, struct spec_no
 
     if (!cJSON_IsObject(obj))
         return fail(c, c->path, "expected an object such as {\"values\": [1, 2]} or {\"value\": 3}");
-    if (check_duplicate_keys(c, obj) != 0)
-        return -1;
-
     for (const cJSON *key = obj->child; key; key = key->next) {
-        size_t i;
-        for (i = 0; i < PARAM_KEY_COUNT; i++) {
-            if (strcmp(key->string, param_keys[i]) == 0)
-                break;
-        }
-        if (i == PARAM_KEY_COUNT)
+        int i = find_word(key->string, param_keys, PARAM_KEY_COUNT);
+        if (i < 0)
             return fail_unknown_key(c, key->string, param_keys, PARAM_KEY_COUNT, "a parameter");
+        if (present & (1u << i))
+            return fail_repeated_key(c, key->string);
         present |= 1u << i;
     }
 
@@ -796,12 +806,12 @@ static int compile_group(struct compile_ctx *c, const cJSON *params, struct spec
     count = cJSON_GetArraySize(params);
     if (count == 0)
         return fail(c, c->path, "no parameters; add at least one, such as \"lr\": {\"value\": 0.001}");
-    if (check_duplicate_keys(c, params) != 0)
-        return -1;
     c->param_count += (size_t)count;
     if (c->param_count > SPEC_MAX_PARAMETERS)
         return fail(c, c->path, "more than %d parameters in the spec; split the sweep",
                     SPEC_MAX_PARAMETERS);
+    if (check_duplicate_keys(c, params) != 0)
+        return -1;
 
     group->children = calloc((size_t)count, sizeof(*group->children));
     if (!group->children)
@@ -951,20 +961,20 @@ static int compile_metric(struct compile_ctx *c, const cJSON *metric)
     sweep_spec *s = c->spec;
     char path[PATH_MAX_BYTES + 64];
     const cJSON *name, *goal;
+    unsigned seen = 0;
     int found;
 
     if (!cJSON_IsObject(metric))
         return fail(c, "metric", "expected an object such as {\"name\": \"val_loss\", \"goal\": \"minimize\"}");
     /* Key paths below are relative to "metric". */
     snprintf(c->path, sizeof(c->path), "metric");
-    if (check_duplicate_keys(c, metric) != 0)
-        return -1;
     for (const cJSON *key = metric->child; key; key = key->next) {
-        size_t i;
-        for (i = 0; i < METRIC_KEY_COUNT && strcmp(key->string, metric_keys[i]) != 0; i++)
-            ;
-        if (i == METRIC_KEY_COUNT)
+        int i = find_word(key->string, metric_keys, METRIC_KEY_COUNT);
+        if (i < 0)
             return fail_unknown_key(c, key->string, metric_keys, METRIC_KEY_COUNT, "metric");
+        if (seen & (1u << i))
+            return fail_repeated_key(c, key->string);
+        seen |= 1u << i;
     }
 
     name = cJSON_GetObjectItemCaseSensitive(metric, "name");
@@ -1014,14 +1024,18 @@ static int compile_method(struct compile_ctx *c, const cJSON *method)
  * here with a specific reason. */
 static int check_top_keys(struct compile_ctx *c, const cJSON *spec)
 {
+    unsigned seen = 0;
+
     for (const cJSON *key = spec->child; key; key = key->next) {
         const char *k = key->string;
-        size_t i;
+        int i = find_word(k, top_keys, TOP_KEY_COUNT);
 
-        for (i = 0; i < TOP_KEY_COUNT && strcmp(k, top_keys[i]) != 0; i++)
-            ;
-        if (i < TOP_KEY_COUNT)
+        if (i >= 0) {
+            if (seen & (1u << i))
+                return fail_repeated_key(c, k);
+            seen |= 1u << i;
             continue;
+        }
         if (strcmp(k, "program") == 0 || strcmp(k, "command") == 0)
             return fail(c, k, "external programs are not supported: sweepd trains every trial with "
                               "its built-in trainer; remove \"%s\"", k);
@@ -1031,7 +1045,7 @@ static int check_top_keys(struct compile_ctx *c, const cJSON *spec)
             return fail(c, k, "W&B projects and entities have no meaning in sweepd; remove it");
         return fail_unknown_key(c, k, top_keys, TOP_KEY_COUNT, "the spec");
     }
-    return check_duplicate_keys(c, spec);
+    return 0;
 }
 
 static int compile_top(struct compile_ctx *c, const cJSON *spec)

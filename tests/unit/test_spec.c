@@ -200,6 +200,12 @@ static const struct validation_case cases[] = {
     { "{\"method\":\"random\",\"ticket_threshold\":\"2\",\"parameters\":{\"lr\":{\"value\":0.1}}}", 0,
       "ticket_threshold: expected a number", NULL },
     { "[1,2]", 0, "spec: expected a JSON object", NULL },
+    { "{\"method\":\"random\",\"method\":\"grid\",\"parameters\":{\"lr\":{\"value\":0.1}}}", 0,
+      "method: key appears twice", NULL },
+    { "{\"method\":\"random\",\"metric\":{\"name\":\"a\",\"name\":\"b\"},\"parameters\":{\"lr\":{\"value\":0.1}}}", 0,
+      "metric.name: key appears twice", NULL },
+    { "{\"method\":\"random\",\"parameters\":{\"lr\":{\"value\":0.1},\"lr\":{\"value\":0.2}}}", 0,
+      "parameters.lr: key appears twice", NULL },
 };
 
 static void test_validation_table(void)
@@ -606,6 +612,25 @@ static void test_limits(void)
     CHECK(s == NULL);
     CHECK(strstr(err, "nested more than 8 groups deep") != NULL);
     spec_free(s);
+
+    /* 20000 copies of one key: rejected by the count before any quadratic
+     * duplicate search. */
+    {
+        size_t big_size = 20000 * 20 + 128;
+        char *big = malloc(big_size);
+        CHECK(big != NULL);
+        if (big) {
+            len = (size_t)sprintf(big, "{\"method\":\"grid\",\"parameters\":{\"x\":{\"value\":0}");
+            for (int i = 0; i < 20000; i++)
+                len += (size_t)sprintf(big + len, ",\"x\":{\"value\":0}");
+            sprintf(big + len, "}}");
+            s = compile_text(big, 1, err, sizeof(err));
+            CHECK(s == NULL);
+            CHECK(strstr(err, "more than 256 parameters") != NULL);
+            spec_free(s);
+            free(big);
+        }
+    }
 
     /* 257 parameters. */
     len = (size_t)sprintf(text, "{\"method\":\"grid\",\"parameters\":{\"p0\":{\"value\":0}");
