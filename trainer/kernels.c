@@ -9,11 +9,23 @@
  */
 #include "kernels.h"
 
+/* Comparisons in the clamps, max reductions and masks are if-converted to
+ * vector selects only when GCC may assume that they do not trap. Nothing here
+ * reads the floating-point exception flags. */
+#pragma GCC optimize("no-trapping-math")
+
 #include <cblas.h>
 #include <math.h>
 #include <string.h>
 
 #define LANES 8
+
+/* The Makefile builds for x86-64-v2 (SSE4.2). The element-wise kernels also
+ * get AVX2 and AVX-512 clones chosen at load time. By construction every
+ * clone computes the same bits: the C11 mode disables FMA contraction, and
+ * the reductions fix their order with LANES partial sums. NOTE: no test
+ * forces a clone other than the one the test machine selects. */
+#define KERNEL_CLONES __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
 
 float kernel_expf(float x)
 {
@@ -115,6 +127,7 @@ void matmul_backward(float *dinp, float *dw, float *dbias, const float *dout, co
     }
 }
 
+KERNEL_CLONES
 void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *g, const float *b,
                        int N, int C)
 {
@@ -145,6 +158,7 @@ void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, c
     }
 }
 
+KERNEL_CLONES
 void layernorm_backward(float *dinp, float *dg, float *db, const float *dout, const float *inp, const float *g,
                         const float *mean, const float *rstd, int N, int C)
 {
@@ -188,6 +202,7 @@ void layernorm_backward(float *dinp, float *dg, float *db, const float *dout, co
     }
 }
 
+KERNEL_CLONES
 void attention_forward(float *out, float *att, const float *qkv, int B, int T, int C, int NH)
 {
     int hs = C / NH;
@@ -223,6 +238,7 @@ void attention_forward(float *out, float *att, const float *qkv, int B, int T, i
         }
 }
 
+KERNEL_CLONES
 void attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv, const float *att, int B,
                         int T, int C, int NH)
 {
@@ -269,6 +285,7 @@ static inline float tanh_fast(float u)
     return 1.0f - 2.0f / (kernel_expf(2.0f * u) + 1.0f);
 }
 
+KERNEL_CLONES
 void gelu_forward(float *out, const float *inp, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
@@ -278,6 +295,7 @@ void gelu_forward(float *out, const float *inp, size_t n)
     }
 }
 
+KERNEL_CLONES
 void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
@@ -289,6 +307,7 @@ void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n)
     }
 }
 
+KERNEL_CLONES
 double crossentropy_forward(float *probs, float *losses, const float *logits, const uint8_t *targets, int N, int V)
 {
     double total = 0.0;
@@ -313,6 +332,7 @@ double crossentropy_forward(float *probs, float *losses, const float *logits, co
     return total / N;
 }
 
+KERNEL_CLONES
 void crossentropy_backward(float *dlogits, const float *probs, const uint8_t *targets, int N, int V)
 {
     float inv_n = 1.0f / (float)N;

@@ -1,0 +1,82 @@
+#!/bin/sh
+# Trainer throughput: sweep-train's engine (bench_trainer) against PyTorch CPU
+# training the same architecture (bench_trainer_torch.py), side by side in one
+# run, for configs S, M, M256 and L at 1 and 2 threads; the sgemm-only floor
+# and achieved fraction; peak memory; and two 1-thread runs at once against
+# one. Prints a markdown table; raw JSON lines go to BUILD/bench-trainer.jsonl.
+#
+#   sh bench/bench_trainer.sh BUILD          (BENCH_SECONDS=4 timed seconds per run)
+set -u
+build=${1:-build}
+top=$(cd "$(dirname "$0")/.." && pwd)
+bin="$top/$build/bench/bench_trainer"
+torch_script="$top/bench/bench_trainer_torch.py"
+python=${PYTHON:-/usr/bin/python3}
+secs=${BENCH_SECONDS:-4}
+configs=${BENCH_CONFIGS:-"S M M256 L"}
+
+if [ ! -x "$bin" ]; then
+    echo "bench_trainer: $bin not built; run make BUILD=$build benches" >&2
+    exit 1
+fi
+have_torch=1
+if ! "$python" -c "import torch" 2>/dev/null; then
+    have_torch=0
+    echo "bench_trainer: python3-torch is not installed; PyTorch columns are skipped" >&2
+fi
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+# Real English text that every Debian system ships (about 300 kB).
+cat /usr/share/common-licenses/* > "$tmp/text.txt"
+out="$top/$build/bench-trainer.jsonl"
+: > "$out"
+
+status=0
+for config in $configs; do
+    for threads in 1 2; do
+        "$bin" --data "$tmp/text.txt" --config "$config" --threads "$threads" --seconds "$secs" >> "$out" || status=1
+        if [ "$have_torch" = 1 ]; then
+            "$python" "$torch_script" --data "$tmp/text.txt" --config "$config" --threads "$threads" \
+                --seconds "$secs" >> "$out" || status=1
+        fi
+    done
+done
+
+# Two 1-thread runs at once: each writes its own line, tagged "pair".
+for config in $(echo "$configs" | tr ' ' '\n' | grep -E '^(S|M)$'); do
+    "$bin" --data "$tmp/text.txt" --config "$config" --threads 1 --seconds "$secs" > "$tmp/pair_a" &
+    a=$!
+    "$bin" --data "$tmp/text.txt" --config "$config" --threads 1 --seconds "$secs" > "$tmp/pair_b" &
+    b=$!
+    wait $a || status=1
+    wait $b || status=1
+    sed 's/"impl":"sweep-train"/"impl":"pair"/' "$tmp/pair_a" "$tmp/pair_b" >> "$out"
+done
+
+"$python" - "$out" <<'EOF'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+ours = {(r["config"], r["threads"]): r for r in rows if r["impl"] == "sweep-train"}
+torch = {(r["config"], r["threads"]): r for r in rows if r["impl"] == "pytorch"}
+targets = {"S": 2.0, "M": 1.6, "M256": 2.0, "L": 1.4}
+print("| config | threads | sweep-train tok/s | PyTorch tok/s | ratio | 1-thread target | sgemm floor ms | step ms | floor fraction | peak RSS MB (ours / PyTorch) |")
+print("|---|---|---|---|---|---|---|---|---|---|")
+for key in sorted(ours, key=lambda k: (["S", "M", "M256", "L"].index(k[0]), k[1])):
+    o, t = ours[key], torch.get(key)
+    ratio = "%.2fx" % (o["tokens_per_s"] / t["tokens_per_s"]) if t else "-"
+    target = "%.1fx" % targets[key[0]] if key[1] == 1 else ""
+    print("| %s | %d | %.0f | %s | %s | %s | %.1f | %.1f | %.2f | %.0f / %s |" % (
+        key[0], key[1], o["tokens_per_s"], "%.0f" % t["tokens_per_s"] if t else "-", ratio, target,
+        o["sgemm_ms"], o["step_ms"], o["sgemm_fraction"], o["peak_rss_bytes"] / 2**20,
+        "%.0f" % (t["peak_rss_bytes"] / 2**20) if t else "-"))
+pairs = {}
+for r in rows:
+    if r["impl"] == "pair":
+        pairs.setdefault(r["config"], []).append(r["tokens_per_s"])
+for config, tps in pairs.items():
+    single = ours[(config, 1)]["tokens_per_s"]
+    print("\ntwo 1-thread runs at once, config %s: %.0f + %.0f = %.0f tok/s, %.2fx one run (%.0f); target 1.9x"
+          % (config, tps[0], tps[1], sum(tps), sum(tps) / single, single))
+EOF
+exit $status
