@@ -679,7 +679,7 @@ static void on_connection(uv_stream_t *listener, int status)
         struct sockaddr_storage addr;
         int addr_len = sizeof(addr);
         if (uv_tcp_getpeername(&c->h.tcp, (struct sockaddr *)&addr, &addr_len) == 0) {
-            char host[64] = "?";
+            char host[INET6_ADDRSTRLEN] = "?";
             int port = 0;
             if (addr.ss_family == AF_INET6) {
                 uv_ip6_name((struct sockaddr_in6 *)&addr, host, sizeof(host));

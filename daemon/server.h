@@ -58,7 +58,7 @@ typedef struct conn {
     } h;
     server *srv;
     uint64_t number;        /* for logs: conn=N */
-    char peer[64];          /* "unix" or "HOST:PORT" */
+    char peer[80];          /* "unix" or "HOST:PORT" */
     int is_tcp;
     int authed;             /* TCP connections start unauthenticated */
     int closing;            /* uv_close called or queued */
