@@ -12,7 +12,9 @@
 /* Comparisons in the clamps, max reductions and masks are if-converted to
  * vector selects only when GCC may assume that they do not trap. Nothing here
  * reads the floating-point exception flags. */
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("no-trapping-math")
+#endif
 
 #include <cblas.h>
 #include <math.h>
