@@ -61,18 +61,20 @@ def write_spec(directory, name, spec):
 
 
 def grid_spec(name="cli grid", threshold=2.0, extra=None):
-    """A 2 x 2 grid over optimizer and lr; trials are never trained for real."""
+    """A 2 x 2 grid over optimizer and lr; trials are never trained for real.
+    threshold None leaves out ticket_threshold."""
     spec = {
         "name": name,
         "method": "grid",
         "metric": {"name": "val_loss", "goal": "minimize"},
-        "ticket_threshold": threshold,
         "parameters": {
             "optimizer": {"values": ["adam", "sm3"]},
             "lr": {"values": [0.001, 0.01]},
             "steps": {"value": 10},
         },
     }
+    if threshold is not None:
+        spec["ticket_threshold"] = threshold
     if extra:
         spec["parameters"].update(extra)
     return spec

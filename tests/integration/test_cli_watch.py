@@ -61,6 +61,20 @@ class WatchProcess:
                 raise RuntimeError(f"watch exited ({self.proc.poll()}) before {regex!r}; "
                                    f"output:\n{frame[-3000:]}\nstderr:\n{self.stderr()}")
 
+    def read_raw_until(self, predicate, timeout=20.0):
+        """Read output until predicate(all bytes so far) is true; returns them."""
+        deadline = time.monotonic() + harness.scaled(timeout)
+        while not predicate(self.output):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("watch output never matched; tail:\n"
+                                   + self.output[-2000:].decode(errors="replace"))
+            ready, _, _ = select.select([self.fd], [], [], left)
+            if ready and not self._read_chunk():
+                raise RuntimeError(f"watch exited ({self.proc.poll()}); stderr:\n"
+                                   + self.stderr())
+        return self.output
+
     def _read_chunk(self):
         try:
             chunk = os.read(self.fd, 65536)
@@ -97,9 +111,10 @@ class WatchProcess:
             os.close(self.fd)
 
 
-def submit_grid(daemon, name):
+def submit_grid(daemon, name, threshold=2.0):
     d = harness.tmp_dir()
-    out = ctl_ok(daemon, "submit", write_spec(d, "grid.json", grid_spec(name=name)))
+    spec = grid_spec(name=name, threshold=threshold)
+    out = ctl_ok(daemon, "submit", write_spec(d, "grid.json", spec))
     return int(out.split("submitted sweep ")[1].split()[0])
 
 
@@ -178,6 +193,42 @@ def test_watch_status_lines_off_tty():
             text = watch.output.decode()
             assert "\x1b" not in text, repr(text)
             assert re.search(rf"sweep {sweep} cancelled", text), text
+        finally:
+            watch.close()
+            worker.close()
+
+
+def test_watch_newest_sweep_without_threshold():
+    with harness.Daemon() as daemon:
+        older = submit_grid(daemon, "older")
+        ctl_ok(daemon, "cancel", older)
+        sweep = submit_grid(daemon, "newest", threshold=None)
+        submit_grid(daemon, "cancelled", threshold=None)
+        ctl_ok(daemon, "cancel", sweep + 1)
+        worker = FakeWorker(daemon, name="wnew", host="newhost")
+        watch = WatchProcess(daemon, "--until-done", columns=100)
+        try:
+            # Without SWEEP, watch shows the newest sweep that is still running.
+            watch.read_until(rf'sweep {sweep} "newest"  running')
+            worker.complete(worker.lease(), final_loss=1.25)
+            frame = watch.read_until(r"\[#+\.+\] 1/4 done")
+            frame = watch.read_until(r"no ticket_threshold in the spec")
+            assert re.search(r"adam\s+1\s+1\.2500\s+-\s+-", frame), frame
+
+            # A narrower terminal: SIGWINCH clears the screen and the next
+            # frame fits the new width.
+            fcntl.ioctl(watch.fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 50, 0, 0))
+            mark = len(watch.output)
+            watch.proc.send_signal(signal.SIGWINCH)
+            after = watch.read_raw_until(lambda raw: b"\x1b[2J" in raw[mark:] and
+                                         b"Ctrl-C" in raw[mark:].split(b"\x1b[2J")[-1])
+            frame = after[mark:].split(b"\x1b[2J")[-1].decode()
+            for line in frame.split("\n"):
+                visible = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", line).rstrip("\r")
+                assert len(visible) < 50, (len(visible), visible)
+
+            ctl_ok(daemon, "cancel", sweep)
+            assert watch.wait() == 0, watch.stderr()
         finally:
             watch.close()
             worker.close()
