@@ -152,7 +152,8 @@ def test_no_daemon_listening():
     rc, out, err = ctl(None, "--connect", "unix:" + sock, "list")
     assert rc == 3, (rc, err)
     assert sock in err, err
-    assert "sweepd --state-dir" in err and "make demo" in err, err
+    assert "sweepd --state-dir" in err, err
+    assert "make demo" in err, err
 
     # The default socket comes from $XDG_STATE_HOME when $SWEEPD_SOCKET is unset.
     rc, out, err = ctl(None, "status", env={"XDG_STATE_HOME": d, "SWEEPD_SOCKET": ""})
@@ -162,7 +163,8 @@ def test_no_daemon_listening():
 
     rc, out, err = ctl(None, "workers", env={"SWEEPD_SOCKET": sock})
     assert rc == 3, (rc, err)
-    assert sock in err and "$SWEEPD_SOCKET" in err, err
+    assert sock in err, err
+    assert "$SWEEPD_SOCKET" in err, err
 
 
 def test_usage_errors_one_line():
@@ -203,7 +205,8 @@ def test_usage_errors_one_line():
         assert out.startswith(f"usage: sweepctl {name}"), (name, out)
         assert "Exit codes" in out, (name, out)
     rc, out, err = ctl(None, "--help")
-    assert rc == 0 and "Commands:" in out, (rc, out)
+    assert rc == 0, (rc, out)
+    assert "Commands:" in out, (rc, out)
 
 
 def test_validate_and_spec_errors():
@@ -224,25 +227,31 @@ def test_validate_and_spec_errors():
         bad["parameters"]["lr"] = {"min": 1.0, "max": 0.5}
         rc, out, err = ctl(daemon, "validate", write_spec(d, "bad.json", bad))
         assert rc == 4, (rc, err)
-        assert "invalid_spec" in err and "parameters.lr" in err, err
+        assert "invalid_spec" in err, err
+        assert "parameters.lr" in err, err
 
         # A name the trainer does not know fails, unless --generic.
         generic = {"method": "grid", "parameters": {"widgets": {"values": [1, 2, 3]}}}
         gpath = write_spec(d, "generic.json", generic)
         rc, out, err = ctl(daemon, "validate", gpath)
-        assert rc == 4 and "widgets" in err, (rc, err)
+        assert rc == 4, (rc, err)
+        assert "widgets" in err, (rc, err)
         out = ctl_ok(daemon, "validate", gpath, "--generic")
         assert "valid, 3 trials" in out, out
 
-        rc, out, err = ctl(daemon, "validate", write_spec(d, "broken.json", '{"method":\n  "grid",,}'))
+        broken = write_spec(d, "broken.json", '{"method":\n  "grid",,}')
+        rc, out, err = ctl(daemon, "validate", broken)
         assert rc == 4, (rc, err)
-        assert "not valid JSON" in err and "line 2" in err, err
+        assert "not valid JSON" in err, err
+        assert "line 2" in err, err
 
         rc, out, err = ctl(daemon, "submit", write_spec(d, "array.json", "[1, 2]"))
-        assert rc == 4 and "one JSON object" in err, (rc, err)
+        assert rc == 4, (rc, err)
+        assert "one JSON object" in err, (rc, err)
 
         rc, out, err = ctl(daemon, "submit", os.path.join(d, "missing.json"))
-        assert rc == 4 and "cannot open spec file" in err, (rc, err)
+        assert rc == 4, (rc, err)
+        assert "cannot open spec file" in err, (rc, err)
 
 
 def test_literal_kinds_kept():
@@ -260,7 +269,8 @@ def test_literal_kinds_kept():
 
         def values(trials):
             return [t["params"]["x"] if "params" in t else t["x"] for t in trials]
-        assert len(values(ints)) == 30 and len(values(floats)) == 30
+        assert len(values(ints)) == 30
+        assert len(values(floats)) == 30
         assert all(isinstance(v, int) for v in values(ints)), values(ints)
         assert any(not float(v).is_integer() for v in values(floats)), values(floats)
 
@@ -314,14 +324,18 @@ def test_query_commands_agree():
 
         out = ctl_ok(daemon, "list")
         row = table_rows(out)[str(sweep)]
-        assert "cli" in row and "4/4" in row, out
+        assert "cli" in row, out
+        assert "4/4" in row, out
 
         out = ctl_ok(daemon, "status", sweep)
-        assert "4/4" in out and "completed 3" in out and "diverged 1" in out, out
+        assert "4/4" in out, out
+        assert "completed 3" in out, out
+        assert "diverged 1" in out, out
         best = min(t for t, (_, loss) in outcomes.items() if loss == 1.5)
         assert f"loss 1.5000 (trial {best})" in out, out
         status = ctl_json(daemon, "status", sweep)
-        assert status["done"] == 4 and status["counts"]["completed"] == 3, status
+        assert status["done"] == 4, status
+        assert status["counts"]["completed"] == 3, status
 
         out = ctl_ok(daemon, "trials", sweep)
         rows = table_rows(out)
@@ -335,7 +349,8 @@ def test_query_commands_agree():
         ranked = ctl_json(daemon, "trials", sweep, "--sort", "final_loss", "--limit", "2")
         assert [t["final_loss"] for t in ranked["trials"]] == [1.5, 1.8], ranked
         diverged = ctl_json(daemon, "trials", sweep, "--state", "diverged")["trials"]
-        assert len(diverged) == 1 and diverged[0]["state"] == "diverged", diverged
+        assert len(diverged) == 1, diverged
+        assert diverged[0]["state"] == "diverged", diverged
 
         # The database agrees with what trials printed.
         stored = db_trials(daemon, sweep)
@@ -356,18 +371,22 @@ def test_tickets_match_wilson():
             g[1] += loss is not None and loss < 2.0
 
         out = ctl_ok(daemon, "tickets", sweep, "--threshold", "2.0", "--by", "optimizer")
-        assert "below 2" in out and "grouped by optimizer" in out, out
+        assert "below 2" in out, out
+        assert "grouped by optimizer" in out, out
         rows = table_rows(out)
         for name, (finished, winners) in list(groups.items()) + [("overall", (4, 2))]:
             cells = rows[name]
-            assert cells[1] == str(finished) and cells[2] == str(winners), (name, cells)
+            assert cells[1] == str(finished), (name, cells)
+            assert cells[2] == str(winners), (name, cells)
             assert cells[3] == f"{100 * winners / finished:.2f}%", (name, cells)
             low, high = wilson(winners, finished)
-            assert cells[4] == f"[{100 * low:.2f}%," and cells[5] == f"{100 * high:.2f}%]", cells
+            assert cells[4] == f"[{100 * low:.2f}%,", cells
+            assert cells[5] == f"{100 * high:.2f}%]", cells
 
         reply = ctl_json(daemon, "tickets", sweep, "--threshold", "2.0", "--by", "optimizer")
         low, high = wilson(2, 4)
-        assert reply["overall"]["finished"] == 4 and reply["overall"]["winners"] == 2, reply
+        assert reply["overall"]["finished"] == 4, reply
+        assert reply["overall"]["winners"] == 2, reply
         assert abs(reply["overall"]["ci_low"] - low) < 1e-9, reply
         assert abs(reply["overall"]["ci_high"] - high) < 1e-9, reply
 
@@ -408,7 +427,8 @@ def test_export_round_trip():
             else:
                 assert float(row["final_loss"]) == loss == stored[trial]["final_loss"], row
                 assert float(row["best_loss"]) == loss - 0.125, row
-                assert float(row["seconds"]) == 2.5 and row["steps"] == "10", row
+                assert float(row["seconds"]) == 2.5, row
+                assert row["steps"] == "10", row
 
         # The CSV read back and written again with the csv module is the same text.
         with open(csv_path, newline="", encoding="utf-8") as f:
@@ -443,8 +463,10 @@ def test_pause_resume_cancel_and_workers():
 
         out = ctl_ok(daemon, "workers")
         cells = table_rows(out)["wk"]
-        assert "hostA" in cells and str(trial["trial"]) in cells, cells
-        assert "2.7500" in cells and "4321" in cells, cells
+        assert "hostA" in cells, cells
+        assert str(trial["trial"]) in cells, cells
+        assert "2.7500" in cells, cells
+        assert "4321" in cells, cells
         assert any(c.startswith("7") for c in cells), cells
         workers = ctl_json(daemon, "workers")["workers"]
         assert [w["worker"] for w in workers] == ["wk"], workers
@@ -458,7 +480,8 @@ def test_pause_resume_cancel_and_workers():
         assert rc == 1, (rc, err)
         assert "not_found" in err, err
         rc, out, err = ctl(daemon, "status", 9999)
-        assert rc == 1 and "not_found" in err, (rc, err)
+        assert rc == 1, (rc, err)
+        assert "not_found" in err, (rc, err)
 
 
 def test_tcp_with_token():

@@ -89,7 +89,8 @@ def test_two_workers_agree_with_db():
 
         # status
         status = ctl_json(daemon, "status", sweep)
-        assert status["state"] == "finished" and status["done"] == 4, status
+        assert status["state"] == "finished", status
+        assert status["done"] == 4, status
         for state in ("completed", "diverged", "failed", "cancelled"):
             expected = sum(r["state"] == state for r in rows)
             assert status["counts"][state] == expected, (state, status)
@@ -135,10 +136,12 @@ def test_two_workers_agree_with_db():
                 assert abs(group["median_loss"] - statistics.median(losses)) < 1e-12, group
             if finished:
                 low, high = wilson(len(winners), len(finished))
-                assert abs(group["ci_low"] - low) < 1e-9 and abs(group["ci_high"] - high) < 1e-9
+                assert abs(group["ci_low"] - low) < 1e-9
+                assert abs(group["ci_high"] - high) < 1e-9
 
         out = ctl_ok(daemon, "tickets", sweep, "--by", "optimizer")
-        assert "below 5.3" in out and "overall" in out, out
+        assert "below 5.3" in out, out
+        assert "overall" in out, out
 
         # export
         csv_path = os.path.join(d, "tiny.csv")
@@ -152,7 +155,8 @@ def test_two_workers_agree_with_db():
             assert e["optimizer"] == params["optimizer"], (e, r)
             assert float(e["lr"]) == params["lr"], (e, r)
             assert e["params.steps"] == str(params["steps"]), (e, r)
-            assert e["state"] == r["state"] and e["worker"] == r["worker"], (e, r)
+            assert e["state"] == r["state"], (e, r)
+            assert e["worker"] == r["worker"], (e, r)
             if r["state"] == "completed":
                 assert float(e["final_loss"]) == r["final_loss"], (e, r)
                 assert float(e["best_loss"]) == r["best_loss"], (e, r)

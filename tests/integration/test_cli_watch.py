@@ -1,7 +1,8 @@
-"""sweepctl watch against a real sweepd: in a pseudo-terminal it draws the
-progress bar and one row per worker and redraws as heartbeats and trial
-results arrive; --until-done ends it when the sweep finishes; Ctrl-C (SIGINT)
-ends it with the cursor shown again; off a terminal it prints status lines.
+"""sweepctl watch against a real sweepd. In a pseudo-terminal it draws the
+progress bar and one row per worker, and redraws as heartbeats and trial
+results arrive. --until-done ends it when the sweep finishes, and Ctrl-C
+(SIGINT) ends it with the cursor shown again. Off a terminal it prints status
+lines.
 
 Trials are ended by the protocol-speaking FakeWorker of test_cli_commands.
 Every wait reads the watch output until a pattern appears (or a deadline
@@ -169,7 +170,8 @@ def test_watch_ctrl_c_restores_cursor():
             watch.proc.send_signal(signal.SIGINT)
             assert watch.wait() == 0, watch.stderr()
             text = watch.output.decode("utf-8", errors="replace")
-            assert "\x1b[?25l" in text and text.rstrip().endswith("\x1b[?25h"), repr(text[-200:])
+            assert "\x1b[?25l" in text, repr(text[-200:])
+            assert text.rstrip().endswith("\x1b[?25h"), repr(text[-200:])
         finally:
             watch.close()
 
