@@ -18,6 +18,9 @@
  * "generic":false,"show":N,"spec":...}. */
 #define REQUEST_OVERHEAD_BYTES 128
 
+/* The maximum "show" that sweepd accepts in a validate request. */
+#define VALIDATE_MAX_SHOW 1000
+
 /* Reads the spec file into a NUL-terminated buffer of at most max_bytes.
  * Returns the buffer (owned by the caller) or NULL after printing why. */
 static char *read_spec_file(const char *path, size_t max_bytes, size_t *len)
@@ -203,8 +206,9 @@ int cli_cmd_validate(cli_ctx *ctx, const cli_command *cmd, int argc, char **argv
         return rc < 0 ? CLI_EXIT_OK : rc;
     if (show_text != NULL && (rc = cli_parse_count(cmd, "--show", show_text, &show)) != 0)
         return rc;
-    if (show > 10000)
-        return cli_usage_error(cmd, "--show %lld is too large; the maximum is 10000", show);
+    if (show > VALIDATE_MAX_SHOW)
+        return cli_usage_error(cmd, "--show %lld is too large; the maximum is %d", show,
+                               VALIDATE_MAX_SHOW);
 
     char before[64];
     snprintf(before, sizeof(before), "\"generic\":%s,\"show\":%lld",

@@ -13,6 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The maximum "limit" that sweepd accepts in a trials request. */
+#define EXPORT_MAX_TRIALS 100000
+
 static const char *const fixed_before[] = {"trial", "state", "attempts"};
 static const char *const fixed_after[] = {"final_loss", "best_loss", "steps", "seconds",
                                           "worker"};
@@ -253,6 +256,51 @@ done:
     return rc;
 }
 
+/* Fetches every trial of the sweep, ordered by id, over one connection: a
+ * status request counts the trials, then one trials request asks for all of
+ * them. Returns 0 with *reply set (owned by the caller) or an exit code. */
+static int fetch_trials(const cli_ctx *ctx, long long sweep, cJSON **reply)
+{
+    cli_conn conn;
+    cJSON *status = NULL;
+    char members[96];
+    int rc;
+
+    *reply = NULL;
+    if ((rc = cli_conn_open(ctx, &conn)) != 0)
+        return rc;
+    snprintf(members, sizeof(members), "\"sweep\":%lld", sweep);
+    rc = cli_conn_call(&conn, "status", members, &status, NULL);
+    if (rc != 0) {
+        cli_conn_close(&conn);
+        return rc;
+    }
+
+    /* Trials that exist: the sum of the counts per state. */
+    long long count = 0;
+    const cJSON *item;
+    cJSON_ArrayForEach(item, cJSON_GetObjectItemCaseSensitive(status, "counts")) {
+        if (cJSON_IsNumber(item))
+            count += (long long)item->valuedouble;
+    }
+    cJSON_Delete(status);
+
+    /* NOTE: the trials op has no offset, and sweepd caps "limit" at
+     * EXPORT_MAX_TRIALS, so a larger sweep cannot be exported whole yet. */
+    if (count > EXPORT_MAX_TRIALS) {
+        fprintf(stderr, "sweepctl: sweep %lld has %lld trials, but one trials request "
+                        "returns at most %d; export cannot write them all\n", sweep, count,
+                EXPORT_MAX_TRIALS);
+        cli_conn_close(&conn);
+        return CLI_EXIT_DAEMON;
+    }
+    snprintf(members, sizeof(members), "\"sweep\":%lld,\"sort\":\"id\",\"limit\":%lld",
+             sweep, count > 0 ? count : 1);
+    rc = cli_conn_call(&conn, "trials", members, reply, NULL);
+    cli_conn_close(&conn);
+    return rc;
+}
+
 int cli_cmd_export(cli_ctx *ctx, const cli_command *cmd, int argc, char **argv)
 {
     const char *format = NULL, *output = NULL;
@@ -279,10 +327,8 @@ int cli_cmd_export(cli_ctx *ctx, const cli_command *cmd, int argc, char **argv)
     if ((rc = cli_parse_sweep(cmd, pos[0], &sweep)) != 0)
         return rc;
 
-    char members[64];
-    snprintf(members, sizeof(members), "\"sweep\":%lld,\"sort\":\"id\"", sweep);
     cJSON *reply;
-    if ((rc = cli_call_once(ctx, "trials", members, &reply)) != 0)
+    if ((rc = fetch_trials(ctx, sweep, &reply)) != 0)
         return rc;
 
     FILE *out = stdout;

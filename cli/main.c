@@ -16,7 +16,7 @@ static const cli_command commands[] = {
     {"validate", "SPEC.json [--generic] [--show N]",
      "check a sweep spec without storing it and print its first trials",
      "  --generic   skip the check that every parameter is a trainer hyperparameter\n"
-     "  --show N    print the parameters of the first N trials (default 5)\n",
+     "  --show N    print the parameters of the first N trials (default 5, at most 1000)\n",
      cli_cmd_validate},
     {"list", "", "list all sweeps with their state and progress", NULL, cli_cmd_list},
     {"status", "[SWEEP]", "show trial counts per state, progress and best loss", NULL,
@@ -25,7 +25,7 @@ static const cli_command commands[] = {
      "  --state S   only trials in state S (pending, running, completed, diverged,\n"
      "              failed, cancelled)\n"
      "  --sort KEY  order by id, final_loss, best_loss or seconds (default id)\n"
-     "  --limit N   print at most N trials\n",
+     "  --limit N   print at most N trials (default: the daemon's, 1000 in sweepd)\n",
      cli_cmd_trials},
     {"tickets", "SWEEP --threshold X [--by PARAM]",
      "winning-ticket fractions: runs that reach a loss below X",
