@@ -199,9 +199,26 @@ static void shampoo_init(optimizer *opt)
     }
 }
 
-/* Writes the graft direction A for one tensor into a and updates the graft
- * state. t = k + 1. */
-static void graft_direction(optimizer *opt, size_t index, const float *g, float *a, double t)
+/* Sums x[i]^2 in double over eight interleaved partial sums, so the loop
+ * vectorises instead of waiting on one accumulator. The order is fixed, so
+ * the result is the same on every run. */
+static double sum_squares(const float *x, size_t n)
+{
+    double partial[8] = {0};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int lane = 0; lane < 8; lane++)
+            partial[lane] += (double)x[i + lane] * x[i + lane];
+    for (int lane = 0; i < n; i++, lane++)
+        partial[lane] += (double)x[i] * x[i];
+    return ((partial[0] + partial[1]) + (partial[2] + partial[3])) +
+           ((partial[4] + partial[5]) + (partial[6] + partial[7]));
+}
+
+/* Returns the graft direction A for one tensor and updates the graft state.
+ * For sgd and none A is the gradient itself, so the returned pointer is g and
+ * nothing is copied; otherwise it is a_work (numel floats). t = k + 1. */
+static const float *graft_direction(optimizer *opt, size_t index, const float *g, float *a_work, double t)
 {
     const train_config *cfg = &opt->cfg;
     const tensor_desc *td = &opt->tensors[index];
@@ -209,18 +226,18 @@ static void graft_direction(optimizer *opt, size_t index, const float *g, float 
     double gb = cfg->graft_beta2;
     float ge = (float)cfg->graft_eps;
     size_t n = td->numel;
+    float *a = a_work;
 
     switch (cfg->graft) {
     case GRAFT_SGD:
     case GRAFT_NONE:
-        memcpy(a, g, n * sizeof(float));
-        return;
+        return g;
     case GRAFT_SM3: {
         float *nu = opt->nu_work;
         optim_sm3_accumulate(slot->acc, nu, opt->col_work, g, td->rows, td->cols, td->ndim == 1, gb);
         for (size_t j = 0; j < n; j++)
             a[j] = g[j] / (sqrtf(nu[j]) + ge);
-        return;
+        return a;
     }
     case GRAFT_ADAGRAD:
     case GRAFT_RMSPROP:
@@ -237,9 +254,10 @@ static void graft_direction(optimizer *opt, size_t index, const float *g, float 
             v[j] = decay * v[j] + weight * g[j] * g[j];
             a[j] = g[j] / (sqrtf(v[j]) * inv_sqrt_bc + ge);
         }
-        return;
+        return a;
     }
     }
+    return g;
 }
 
 static void note_rejected_root(optimizer *opt, const shampoo_block *b, const char *side, double residual)
@@ -301,14 +319,6 @@ static void precondition_block(optimizer *opt, shampoo_block *b, const float *g,
                 d + (size_t)b->row0 * cols + b->col0, cols);
 }
 
-static double frobenius_norm(const float *x, size_t n)
-{
-    double sum = 0.0;
-    for (size_t i = 0; i < n; i++)
-        sum += (double)x[i] * x[i];
-    return sqrt(sum);
-}
-
 static void shampoo_step(optimizer *opt, float *params, float *grads, double lr)
 {
     const train_config *cfg = &opt->cfg;
@@ -318,7 +328,6 @@ static void shampoo_step(optimizer *opt, float *params, float *grads, double lr)
     float b1 = (float)cfg->b1;
     float decay = (float)(1.0 - lr * cfg->weight_decay);
     float step_size = (float)lr;
-    float *a = opt->graft_work, *d = opt->precond_work;
 
     for (size_t i = 0; i < opt->n_tensors; i++) {
         const tensor_desc *td = &opt->tensors[i];
@@ -327,28 +336,33 @@ static void shampoo_step(optimizer *opt, float *params, float *grads, double lr)
         const float *g = grads + td->offset;
         size_t n = td->numel;
 
-        graft_direction(opt, i, g, a, (double)(k + 1));
+        const float *a = graft_direction(opt, i, g, opt->graft_work, (double)(k + 1));
 
-        /* D, then U = D scaled to the graft's norm (in place in d). */
+        /* D, and the scale that grafts A's norm onto it: U = D * scale.
+         * An unpreconditioned tensor has D = A, so one norm serves both. */
+        const float *d = a;
+        float scale = 1.0f;
         if (slot->preconditioned) {
             for (size_t bi = 0; bi < slot->n_blocks; bi++)
-                precondition_block(opt, &opt->blocks[slot->first_block + bi], g, d, td->cols, refresh_roots);
-        } else {
-            memcpy(d, a, n * sizeof(float));
+                precondition_block(opt, &opt->blocks[slot->first_block + bi], g, opt->precond_work,
+                                   td->cols, refresh_roots);
+            d = opt->precond_work;
         }
         if (cfg->graft != GRAFT_NONE) {
-            float scale = (float)(frobenius_norm(a, n) / (frobenius_norm(d, n) + 1e-16));
-            for (size_t j = 0; j < n; j++)
-                d[j] *= scale;
+            double a_norm = sqrt(sum_squares(a, n));
+            double d_norm = d == a ? a_norm : sqrt(sum_squares(d, n));
+            scale = (float)(a_norm / (d_norm + 1e-16));
         }
 
-        /* Momenta, the chosen update, decoupled weight decay. */
+        /* Momenta, the chosen update, decoupled weight decay. U = d[j] * scale
+         * is rounded to float before use, as when it was stored. */
         float *m = slot->m, *mg = slot->mg;
         for (size_t j = 0; j < n; j++) {
-            m[j] = b1 * m[j] + d[j];
+            float u = d[j] * scale;
+            m[j] = b1 * m[j] + u;
             mg[j] = b1 * mg[j] + a[j];
             float mu = use_preconditioned ? m[j] : mg[j];
-            float du = use_preconditioned ? d[j] : a[j];
+            float du = use_preconditioned ? u : a[j];
             float update = cfg->nesterov ? du + b1 * mu : mu;
             w[j] = w[j] * decay - step_size * update;
         }
