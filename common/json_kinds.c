@@ -81,9 +81,11 @@ static int scan_literals(const char *text, size_t len, struct flag_list *list)
         int value_ended = 0;
 
         if (c == '"') {
-            /* Skip the string; a backslash escapes the next byte. */
+            /* Skip the string; a backslash escapes the next byte. A NUL
+             * byte does not end it, because cJSON keeps reading to the
+             * closing quote when it is given a length. */
             pos++;
-            while (pos < len && text[pos] != '"' && text[pos] != '\0')
+            while (pos < len && text[pos] != '"')
                 pos += text[pos] == '\\' ? 2 : 1;
             pos++;
             value_ended = 1;
