@@ -408,6 +408,8 @@ void ops_watch(request *req)
         server_reply_error(req->c, req->id, PROTO_ERR_NOT_FOUND, "sweep %" PRId64 " not found; see the list op", sweep);
         return;
     }
+    if (!req->c->watching)
+        req->c->srv->watcher_count++;
     req->c->watching = 1;
     req->c->watch_sweep = has ? sweep : 0;
     cJSON *fields = cJSON_CreateObject();

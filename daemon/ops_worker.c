@@ -65,6 +65,8 @@ static void adopt(server *srv, conn *c, const held_lease *lease)
 void server_trial_event(server *srv, int64_t sweep, int64_t trial, enum trial_state state, int64_t attempt,
                         const char *worker)
 {
+    if (srv->watcher_count == 0)
+        return;
     cJSON *event = cJSON_CreateObject();
     if (!event)
         return;

@@ -224,6 +224,10 @@ void server_push(conn *c, cJSON *event)
 
 void server_broadcast(server *srv, int64_t sweep, cJSON *event)
 {
+    if (srv->watcher_count == 0) {
+        cJSON_Delete(event);
+        return;
+    }
     char *text = NULL;
     for (conn *c = srv->conns; c; c = c->next) {
         if (!c->watching || c->closing)
@@ -315,6 +319,11 @@ static void flush_conn(conn *c)
         off += item->len;
     }
     free_items(c);
+    if (c->sink) {
+        c->sink(c->sink_arg, w->data, total);
+        free(w);
+        return;
+    }
     w->c = c;
     w->len = total;
     uv_buf_t buf = uv_buf_init(w->data, (unsigned)total);
@@ -446,6 +455,8 @@ static void conn_close(conn *c)
     c->closing = 1;
     server *srv = c->srv;
     wait_list_remove(srv, c);
+    if (c->watching)
+        srv->watcher_count--;
     if (c->role == ROLE_WORKER)
         server_worker_gone(srv, c);
     if (c->prev)
@@ -592,23 +603,15 @@ static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
     buf->len = sizeof(read_buffer);
 }
 
-static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+/* Buffers bytes from c's peer and dispatches every complete line. */
+static void conn_input(conn *c, const char *data, size_t n)
 {
-    conn *c = stream->data;
-    if (nread == 0 || c->closing)
-        return;
-    if (nread < 0) {
-        if (nread != UV_EOF)
-            log_info("server", "conn=%" PRIu64 " peer=%s read failed: %s", c->number, c->peer, uv_strerror((int)nread));
-        conn_close(c);
-        return;
-    }
     uint64_t now = uv_now(c->srv->loop);
     c->last_input_ms = now;
     if (c->role == ROLE_WORKER)
         c->last_heard_ms = now;
 
-    int rc = linebuf_append(&c->in, buf->base, (size_t)nread);
+    int rc = linebuf_append(&c->in, data, n);
     if (rc == -E2BIG) {
         log_bad_line(c, "sent a line longer than --max-line-bytes", c->in.data + c->in.start,
                      linebuf_pending(&c->in));
@@ -637,27 +640,38 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
         c->partial_since_ms = now;
 }
 
-static void on_connection(uv_stream_t *listener, int status)
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
-    server *srv = listener->data;
-    if (status < 0) {
-        log_error("server", "accepting a connection failed: %s", uv_strerror(status));
+    conn *c = stream->data;
+    if (nread == 0 || c->closing)
+        return;
+    if (nread < 0) {
+        if (nread != UV_EOF)
+            log_info("server", "conn=%" PRIu64 " peer=%s read failed: %s", c->number, c->peer, uv_strerror((int)nread));
+        conn_close(c);
         return;
     }
+    conn_input(c, buf->base, (size_t)nread);
+}
+
+/* Allocates a connection with an initialised but unopened handle and links it
+ * into srv. Returns NULL after logging when out of memory or libuv fails. */
+static conn *conn_create(server *srv, int is_tcp)
+{
     conn *c = calloc(1, sizeof(*c));
     if (!c || linebuf_init(&c->in, srv->opt.max_line_bytes) != 0) {
         free(c);
         log_error("server", "out of memory accepting a connection");
-        return;
+        return NULL;
     }
     c->srv = srv;
-    c->is_tcp = listener == (uv_stream_t *)&srv->tcp_listener;
-    int rc = c->is_tcp ? uv_tcp_init(srv->loop, &c->h.tcp) : uv_pipe_init(srv->loop, &c->h.pipe, 0);
+    c->is_tcp = is_tcp;
+    int rc = is_tcp ? uv_tcp_init(srv->loop, &c->h.tcp) : uv_pipe_init(srv->loop, &c->h.pipe, 0);
     if (rc != 0) {
         linebuf_free(&c->in);
         free(c);
         log_error("server", "initialising a connection failed: %s", uv_strerror(rc));
-        return;
+        return NULL;
     }
     c->h.stream.data = c;
     c->number = ++srv->next_conn_number;
@@ -668,8 +682,21 @@ static void on_connection(uv_stream_t *listener, int status)
         srv->conns->prev = c;
     srv->conns = c;
     srv->conn_count++;
+    return c;
+}
 
-    rc = uv_accept(listener, &c->h.stream);
+static void on_connection(uv_stream_t *listener, int status)
+{
+    server *srv = listener->data;
+    if (status < 0) {
+        log_error("server", "accepting a connection failed: %s", uv_strerror(status));
+        return;
+    }
+    conn *c = conn_create(srv, listener == (uv_stream_t *)&srv->tcp_listener);
+    if (!c)
+        return;
+
+    int rc = uv_accept(listener, &c->h.stream);
     if (rc != 0) {
         log_error("server", "accepting a connection failed: %s", uv_strerror(rc));
         conn_close(c);
@@ -822,7 +849,7 @@ static int listen_tcp(server *srv, char *bound, size_t bound_size)
     return 0;
 }
 
-int server_start(server *srv, uv_loop_t *loop, store *st, const server_options *opt)
+int server_init(server *srv, uv_loop_t *loop, store *st, const server_options *opt)
 {
     memset(srv, 0, sizeof(*srv));
     srv->loop = loop;
@@ -854,10 +881,14 @@ int server_start(server *srv, uv_loop_t *loop, store *st, const server_options *
         tick_ms = 20;
     if (tick_ms > 1000)
         tick_ms = 1000;
-    rc = uv_timer_start(&srv->tick, on_tick, tick_ms, tick_ms);
+    return uv_timer_start(&srv->tick, on_tick, tick_ms, tick_ms);
+}
+
+int server_start(server *srv, uv_loop_t *loop, store *st, const server_options *opt)
+{
+    int rc = server_init(srv, loop, st, opt);
     if (rc != 0)
         return rc;
-
     rc = listen_unix(srv);
     if (rc != 0)
         return rc;
@@ -884,7 +915,7 @@ void server_stop(server *srv)
         uv_close((uv_handle_t *)&srv->unix_listener, on_handle_closed);
     if (srv->tcp_open && !uv_is_closing((uv_handle_t *)&srv->tcp_listener))
         uv_close((uv_handle_t *)&srv->tcp_listener, on_handle_closed);
-    if (unlink(srv->opt.socket_path) != 0 && errno != ENOENT)
+    if (srv->unix_open && unlink(srv->opt.socket_path) != 0 && errno != ENOENT)
         log_warn("server", "removing %s failed: %s", srv->opt.socket_path, strerror(errno));
 
     /* Tell workers and answer held leases; running trials stay running so
@@ -925,6 +956,30 @@ void server_stop(server *srv)
     srv->orphans = NULL;
     srv->orphan_count = 0;
 }
+
+/* ---- connections without a socket ----------------------------------------- */
+
+conn *server_conn_open_detached(server *srv, int is_tcp, server_output_fn sink, void *sink_arg)
+{
+    conn *c = conn_create(srv, is_tcp);
+    if (!c)
+        return NULL;
+    snprintf(c->peer, sizeof(c->peer), "detached");
+    c->authed = !is_tcp;
+    c->sink = sink;
+    c->sink_arg = sink_arg;
+    return c;
+}
+
+void server_conn_feed(conn *c, const char *data, size_t len)
+{
+    if (!c->closing && !c->close_after_flush)
+        conn_input(c, data, len);
+}
+
+void server_conn_close(conn *c) { conn_close(c); }
+
+void server_flush(server *srv) { flush_all(srv); }
 
 /* ---- request field readers ------------------------------------------------- */
 

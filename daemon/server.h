@@ -50,6 +50,10 @@ typedef struct out_item {
 
 typedef struct server server;
 
+/* Receives the output of a connection that has no socket (see
+ * server_conn_open_detached): each flushed batch of whole lines. */
+typedef void (*server_output_fn)(void *arg, const char *data, size_t len);
+
 typedef struct conn {
     union {
         uv_stream_t stream;
@@ -73,6 +77,8 @@ typedef struct conn {
     int dirty;
     struct conn *dirty_next;
     size_t writing_bytes;   /* handed to uv_write, not yet completed */
+    server_output_fn sink;  /* set for a connection without a socket */
+    void *sink_arg;
 
     /* Worker state, after hello with role worker. */
     enum conn_role role;
@@ -121,6 +127,7 @@ struct server {
     int idle_active;
     conn *conns;
     size_t conn_count;
+    size_t watcher_count;   /* connections with a watch subscription */
     uint64_t next_conn_number;
     conn *dirty_head;
     conn *wait_head, *wait_tail;
@@ -139,6 +146,24 @@ int server_start(server *srv, uv_loop_t *loop, store *st, const server_options *
 /* Stops accepting, tells workers, answers held leases, commits, flushes and
  * closes every handle; the loop then ends once the writes complete. */
 void server_stop(server *srv);
+
+/* ---- connections without a socket, for fuzzers and tests ---- */
+
+/* Sets srv up like server_start but listens nowhere; connections come from
+ * server_conn_open_detached. Stop it with server_stop. Returns 0 or a
+ * negative libuv or STORE_ERR_* error. */
+int server_init(server *srv, uv_loop_t *loop, store *st, const server_options *opt);
+/* Opens a connection with no socket. Its output goes to sink when the loop
+ * iteration ends (or at server_flush); is_tcp makes it start unauthenticated
+ * like a TCP peer. Returns NULL when out of memory. The loop frees it once it
+ * is closed (server_conn_close, a protocol violation or server_stop). */
+conn *server_conn_open_detached(server *srv, int is_tcp, server_output_fn sink, void *sink_arg);
+/* Takes bytes as if read from c's peer: the same framing, limits and dispatch. */
+void server_conn_feed(conn *c, const char *data, size_t len);
+/* Closes c as if its peer hung up; a worker's held trials are requeued. */
+void server_conn_close(conn *c);
+/* Runs the end of a loop iteration now: serves held leases, commits, flushes. */
+void server_flush(server *srv);
 
 /* ---- for the operation handlers ---- */
 

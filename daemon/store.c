@@ -115,6 +115,7 @@ struct store {
     sqlite3 *db;
     sqlite3_stmt *stmt[ST_COUNT];
     int in_txn;
+    int txn_error;   /* first error inside the open transaction, 0 if none */
     uint64_t commits;
     store_sweep **sweeps; /* creation order */
     size_t sweep_count;
@@ -171,11 +172,13 @@ cJSON *store_json_add_loss(cJSON *obj, const char *name, double value)
 static int sql_fail(store *st, int rc, const char *what)
 {
     log_error("store", "%s failed: %s (sqlite %d)", what, sqlite3_errmsg(st->db), rc);
-    if (rc == SQLITE_FULL)
-        return STORE_ERR_FULL;
-    if (rc == SQLITE_NOMEM)
-        return STORE_ERR_NOMEM;
-    return STORE_ERR_IO;
+    int err = rc == SQLITE_FULL ? STORE_ERR_FULL : rc == SQLITE_NOMEM ? STORE_ERR_NOMEM : STORE_ERR_IO;
+    /* An operation that failed half-way leaves the transaction with part of
+     * its writes, so the whole transaction is doomed: store_commit() rolls it
+     * back and every reply that depended on it becomes an error. */
+    if (st->in_txn && st->txn_error == 0)
+        st->txn_error = err;
+    return err;
 }
 
 /* Resets a statement and returns it ready for binding. */
@@ -211,8 +214,13 @@ static void bind_text_or_null(sqlite3_stmt *s, int i, const char *text)
 /* Begins the group-commit transaction when none is open. */
 static int txn_begin(store *st)
 {
-    if (st->in_txn)
-        return 0;
+    if (st->in_txn) {
+        /* SQLite may have rolled back by itself (SQLITE_FULL, I/O errors);
+         * writing on would autocommit each statement. */
+        if (st->txn_error == 0 && sqlite3_get_autocommit(st->db))
+            st->txn_error = STORE_ERR_IO;
+        return st->txn_error;
+    }
     int err = stmt_run(st, stmt_get(st, ST_BEGIN), "BEGIN");
     if (err == 0)
         st->in_txn = 1;
@@ -486,15 +494,20 @@ int store_commit(store *st)
 {
     if (!st->in_txn)
         return 0;
-    sqlite3_stmt *s = stmt_get(st, ST_COMMIT);
-    int rc = sqlite3_step(s);
-    sqlite3_reset(s);
-    if (rc == SQLITE_DONE) {
-        st->in_txn = 0;
-        st->commits++;
-        return 0;
+    int err = st->txn_error;
+    sqlite3_stmt *s;
+    int rc;
+    if (err == 0) {
+        s = stmt_get(st, ST_COMMIT);
+        rc = sqlite3_step(s);
+        sqlite3_reset(s);
+        if (rc == SQLITE_DONE) {
+            st->in_txn = 0;
+            st->commits++;
+            return 0;
+        }
+        err = sql_fail(st, rc, "COMMIT");
     }
-    int err = sql_fail(st, rc, "COMMIT");
 
     /* The transaction is lost: roll back (SQLite may already have), then make
      * the cache match the database again. */
@@ -506,6 +519,7 @@ int store_commit(store *st)
             log_error("store", "ROLLBACK failed: %s", sqlite3_errmsg(st->db));
     }
     st->in_txn = 0;
+    st->txn_error = 0;
     if (cache_load(st) != 0)
         log_error("store", "reloading the sweep cache after a failed commit failed");
     return err;

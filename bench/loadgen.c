@@ -1,0 +1,338 @@
+/* Load generator for sweepd: N simulated workers on N unix-socket
+ * connections, each leasing a trial and completing it at once, one request in
+ * flight per connection, multiplexed with poll(2). Prints one JSON line:
+ * lifecycles per second and the p50/p99 lease latency (request written to
+ * reply read). It also times client queries (status, tickets) and measures
+ * idle connections.
+ *
+ *   loadgen --socket PATH --workers N --lifecycles M       lease + complete loop
+ *   loadgen --socket PATH --query status|tickets --sweep S --repeat K
+ *   loadgen --socket PATH --idle N --pid PID               RSS growth per idle connection
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cJSON.h>
+
+#include "linebuf.h"
+
+typedef struct sim_worker {
+    int fd;
+    linebuf in;
+    int state;          /* 0: lease in flight, 1: complete in flight */
+    uint64_t sent_ns;
+    char complete[256]; /* the complete request for the current trial */
+    long id;
+} sim_worker;
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static int connect_unix(const char *path)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (fd < 0)
+        return -1;
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path);
+    if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static int send_all(int fd, const char *text, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = write(fd, text, len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        text += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* Reads until one whole line is buffered; returns it parsed, or NULL. */
+static cJSON *read_reply(int fd, linebuf *in)
+{
+    for (;;) {
+        char *line;
+        size_t len;
+        int rc = linebuf_next(in, &line, &len);
+        if (rc == 1)
+            return cJSON_ParseWithLength(line, len);
+        if (rc < 0)
+            return NULL;
+        char buf[65536];
+        ssize_t n = read(fd, buf, sizeof(buf));
+        if (n <= 0 || linebuf_append(in, buf, (size_t)n) != 0)
+            return NULL;
+    }
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int send_lease(sim_worker *w)
+{
+    char req[64];
+    int n = snprintf(req, sizeof(req), "{\"id\":%ld,\"op\":\"lease\"}\n", ++w->id);
+    w->state = 0;
+    w->sent_ns = now_ns();
+    return send_all(w->fd, req, (size_t)n);
+}
+
+static int run_workers(const char *socket_path, int nworkers, long lifecycles)
+{
+    sim_worker *ws = calloc((size_t)nworkers, sizeof(*ws));
+    struct pollfd *pfds = calloc((size_t)nworkers, sizeof(*pfds));
+    uint64_t *lat = calloc((size_t)lifecycles + (size_t)nworkers, sizeof(*lat));
+    if (!ws || !pfds || !lat) {
+        fprintf(stderr, "loadgen: out of memory\n");
+        return 1;
+    }
+    for (int i = 0; i < nworkers; i++) {
+        ws[i].fd = connect_unix(socket_path);
+        if (ws[i].fd < 0 || linebuf_init(&ws[i].in, 1 << 20) != 0) {
+            fprintf(stderr, "loadgen: connecting worker %d to %s failed: %s\n", i, socket_path, strerror(errno));
+            return 1;
+        }
+        char hello[128];
+        int n = snprintf(hello, sizeof(hello), "{\"id\":0,\"op\":\"hello\",\"version\":1,\"role\":\"worker\",\"name\":\"lg%d\"}\n", i);
+        cJSON *reply = NULL;
+        if (send_all(ws[i].fd, hello, (size_t)n) != 0 || !(reply = read_reply(ws[i].fd, &ws[i].in))) {
+            fprintf(stderr, "loadgen: hello of worker %d failed\n", i);
+            return 1;
+        }
+        cJSON_Delete(reply);
+        pfds[i].fd = ws[i].fd;
+        pfds[i].events = POLLIN;
+    }
+
+    long done = 0, started = 0, nlat = 0, idle = 0;
+    uint64_t t0 = now_ns();
+    for (int i = 0; i < nworkers && started < lifecycles; i++, started++)
+        if (send_lease(&ws[i]) != 0)
+            return 1;
+    int active = (int)started;
+    while (active > 0) {
+        int rc = poll(pfds, (nfds_t)nworkers, 10000);
+        if (rc <= 0) {
+            fprintf(stderr, "loadgen: poll %s with %d requests in flight\n", rc == 0 ? "timed out" : "failed", active);
+            return 1;
+        }
+        for (int i = 0; i < nworkers; i++) {
+            if (!(pfds[i].revents & (POLLIN | POLLHUP | POLLERR)))
+                continue;
+            sim_worker *w = &ws[i];
+            char buf[65536];
+            ssize_t n = read(w->fd, buf, sizeof(buf));
+            if (n <= 0 || linebuf_append(&w->in, buf, (size_t)n) != 0) {
+                fprintf(stderr, "loadgen: worker %d lost its connection\n", i);
+                return 1;
+            }
+            char *line;
+            size_t len;
+            while (linebuf_next(&w->in, &line, &len) == 1) {
+                cJSON *reply = cJSON_ParseWithLength(line, len);
+                if (!reply || !cJSON_IsTrue(cJSON_GetObjectItem(reply, "ok"))) {
+                    fprintf(stderr, "loadgen: error reply: %.*s\n", (int)(len > 300 ? 300 : len), line);
+                    return 1;
+                }
+                if (w->state == 0) {
+                    lat[nlat++] = now_ns() - w->sent_ns;
+                    cJSON *t = cJSON_GetObjectItem(reply, "trial");
+                    if (cJSON_IsNull(t)) {
+                        idle++;
+                        active--;
+                        pfds[i].events = 0;
+                        cJSON_Delete(reply);
+                        continue;
+                    }
+                    int m = snprintf(w->complete, sizeof(w->complete),
+                                     "{\"id\":%ld,\"op\":\"complete\",\"trial\":%.0f,\"attempt\":%.0f,\"lease\":\"%s\","
+                                     "\"final_loss\":%.4f,\"steps\":1,\"seconds\":0.001}\n",
+                                     ++w->id, cJSON_GetObjectItem(t, "trial")->valuedouble,
+                                     cJSON_GetObjectItem(t, "attempt")->valuedouble,
+                                     cJSON_GetObjectItem(t, "lease")->valuestring,
+                                     1.0 + (double)(rand() % 1000) / 1000.0);
+                    w->state = 1;
+                    if (send_all(w->fd, w->complete, (size_t)m) != 0)
+                        return 1;
+                } else {
+                    done++;
+                    if (started < lifecycles) {
+                        started++;
+                        if (send_lease(w) != 0)
+                            return 1;
+                    } else {
+                        active--;
+                        pfds[i].events = 0;
+                    }
+                }
+                cJSON_Delete(reply);
+            }
+        }
+    }
+    double secs = (double)(now_ns() - t0) / 1e9;
+    qsort(lat, (size_t)nlat, sizeof(*lat), cmp_u64);
+    double p50 = nlat ? (double)lat[nlat / 2] / 1e3 : 0, p99 = nlat ? (double)lat[(size_t)((double)nlat * 0.99)] / 1e3 : 0;
+    printf("{\"workers\":%d,\"lifecycles\":%ld,\"seconds\":%.3f,\"lifecycles_per_s\":%.0f,"
+           "\"lease_p50_us\":%.0f,\"lease_p99_us\":%.0f,\"out_of_trials\":%ld}\n",
+           nworkers, done, secs, (double)done / secs, p50, p99, idle);
+    for (int i = 0; i < nworkers; i++) {
+        close(ws[i].fd);
+        linebuf_free(&ws[i].in);
+    }
+    free(ws);
+    free(pfds);
+    free(lat);
+    return 0;
+}
+
+static int run_query(const char *socket_path, const char *op, long sweep, int repeat, const char *extra)
+{
+    int fd = connect_unix(socket_path);
+    linebuf in;
+    if (fd < 0 || linebuf_init(&in, 64 << 20) != 0) {
+        fprintf(stderr, "loadgen: connecting to %s failed\n", socket_path);
+        return 1;
+    }
+    uint64_t *t = calloc((size_t)repeat, sizeof(*t));
+    for (int i = 0; i < repeat; i++) {
+        char req[256];
+        int n = snprintf(req, sizeof(req), "{\"id\":%d,\"op\":\"%s\",\"sweep\":%ld%s}\n", i, op, sweep, extra);
+        uint64_t t0 = now_ns();
+        cJSON *reply = NULL;
+        if (send_all(fd, req, (size_t)n) != 0 || !(reply = read_reply(fd, &in))) {
+            fprintf(stderr, "loadgen: %s failed\n", op);
+            return 1;
+        }
+        t[i] = now_ns() - t0;
+        if (!cJSON_IsTrue(cJSON_GetObjectItem(reply, "ok"))) {
+            char *text = cJSON_PrintUnformatted(reply);
+            fprintf(stderr, "loadgen: %s error: %s\n", op, text);
+            return 1;
+        }
+        cJSON_Delete(reply);
+    }
+    qsort(t, (size_t)repeat, sizeof(*t), cmp_u64);
+    printf("{\"op\":\"%s%s\",\"repeat\":%d,\"median_ms\":%.2f,\"max_ms\":%.2f}\n", op, extra[0] ? "+by" : "", repeat,
+           (double)t[repeat / 2] / 1e6, (double)t[repeat - 1] / 1e6);
+    free(t);
+    close(fd);
+    linebuf_free(&in);
+    return 0;
+}
+
+static long rss_kib(long pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof(path), "/proc/%ld/status", pid);
+    FILE *f = fopen(path, "r");
+    long kib = -1;
+    while (f && fgets(line, sizeof(line), f))
+        if (sscanf(line, "VmRSS: %ld", &kib) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return kib;
+}
+
+static int run_idle(const char *socket_path, int count, long pid)
+{
+    int probe = connect_unix(socket_path);
+    linebuf in;
+    if (probe < 0 || linebuf_init(&in, 1 << 20) != 0)
+        return 1;
+    const char *list = "{\"id\":1,\"op\":\"list\"}\n";
+    cJSON *r = NULL;
+    if (send_all(probe, list, strlen(list)) != 0 || !(r = read_reply(probe, &in)))
+        return 1;
+    cJSON_Delete(r);
+    long before = rss_kib(pid);
+    int *fds = calloc((size_t)count, sizeof(*fds));
+    for (int i = 0; i < count; i++) {
+        fds[i] = connect_unix(socket_path);
+        if (fds[i] < 0) {
+            fprintf(stderr, "loadgen: idle connection %d failed: %s\n", i, strerror(errno));
+            return 1;
+        }
+    }
+    /* A round trip on the probe after the connects: the daemon has accepted them all by then. */
+    if (send_all(probe, list, strlen(list)) != 0 || !(r = read_reply(probe, &in)))
+        return 1;
+    cJSON_Delete(r);
+    long after = rss_kib(pid);
+    printf("{\"idle_connections\":%d,\"rss_before_kib\":%ld,\"rss_after_kib\":%ld,\"bytes_per_connection\":%.0f}\n",
+           count, before, after, (double)(after - before) * 1024.0 / count);
+    for (int i = 0; i < count; i++)
+        close(fds[i]);
+    free(fds);
+    close(probe);
+    linebuf_free(&in);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    const char *socket_path = NULL, *query = NULL, *extra = "";
+    int workers = 0, repeat = 5, idle = 0;
+    long lifecycles = 0, sweep = 1, pid = 0;
+    static const struct option opts[] = {
+        {"socket", required_argument, NULL, 's'}, {"workers", required_argument, NULL, 'w'},
+        {"lifecycles", required_argument, NULL, 'n'}, {"query", required_argument, NULL, 'q'},
+        {"sweep", required_argument, NULL, 'S'}, {"repeat", required_argument, NULL, 'r'},
+        {"extra", required_argument, NULL, 'e'}, {"idle", required_argument, NULL, 'i'},
+        {"pid", required_argument, NULL, 'p'}, {NULL, 0, NULL, 0},
+    };
+    int ch;
+    while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (ch) {
+        case 's': socket_path = optarg; break;
+        case 'w': workers = atoi(optarg); break;
+        case 'n': lifecycles = atol(optarg); break;
+        case 'q': query = optarg; break;
+        case 'S': sweep = atol(optarg); break;
+        case 'r': repeat = atoi(optarg); break;
+        case 'e': extra = optarg; break;
+        case 'i': idle = atoi(optarg); break;
+        case 'p': pid = atol(optarg); break;
+        default: fprintf(stderr, "usage: see the comment at the top of bench/loadgen.c\n"); return 2;
+        }
+    }
+    if (!socket_path) {
+        fprintf(stderr, "loadgen: --socket PATH is required\n");
+        return 2;
+    }
+    if (query)
+        return run_query(socket_path, query, sweep, repeat > 0 ? repeat : 1, extra);
+    if (idle > 0)
+        return run_idle(socket_path, idle, pid);
+    if (workers <= 0 || lifecycles <= 0) {
+        fprintf(stderr, "loadgen: give --workers N and --lifecycles M (both > 0)\n");
+        return 2;
+    }
+    return run_workers(socket_path, workers, lifecycles);
+}
