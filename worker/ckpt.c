@@ -50,6 +50,24 @@ int ckpt_store_init(ckpt_store *store, const char *dir, const char *url, const c
     size_t len = strlen(dst);
     while (len > 1 && dst[len - 1] == '/')
         dst[--len] = '\0';
+    if (dir == NULL)
+        return 0;
+
+    /* Locations go to the daemon and to other workers, so a directory is
+     * made absolute: a relative one would resolve against their cwd. */
+    int rc = paths_mkdirs(store->dir);
+    if (rc != 0) {
+        snprintf(err, err_size, "--checkpoint-dir %s: failed to create: %s", dir, strerror(-rc));
+        return -1;
+    }
+    char *absolute = realpath(store->dir, NULL);
+    if (absolute == NULL || copy_text(store->dir, sizeof(store->dir), absolute) != 0) {
+        snprintf(err, err_size, "--checkpoint-dir %s: failed to resolve: %s", dir,
+                 absolute ? "path too long" : strerror(errno));
+        free(absolute);
+        return -1;
+    }
+    free(absolute);
     return 0;
 }
 

@@ -33,8 +33,10 @@ typedef struct ckpt_history {
 } ckpt_history;
 
 /* Configures a directory store (url NULL) or a URL store (dir NULL).
- * staging_dir holds temporaries for URL uploads and downloads. Returns 0, or
- * -1 with err set for a target containing "..". */
+ * staging_dir holds temporaries for URL uploads and downloads. A directory is
+ * created and made absolute. Returns 0, or -1 with err set for a target
+ * containing "..", a URL that is not http(s) or a directory that cannot be
+ * created. */
 int ckpt_store_init(ckpt_store *store, const char *dir, const char *url, const char *staging_dir,
                     char *err, size_t err_size);
 

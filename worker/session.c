@@ -118,6 +118,20 @@ static void send_hello(session *s)
              cJSON_AddStringToObject(caps, "checkpoint", s->opt.checkpoint_url ? "url" : "dir");
     if (ok && s->opt.token[0] != '\0')
         ok = cJSON_AddStringToObject(msg, "token", s->opt.token) != NULL;
+
+    /* After a reconnect, re-present the held lease so the daemon keeps the
+     * trial with this worker (or says it is stale). */
+    if (ok && s->has_trial && !s->dropped) {
+        cJSON *leases = cJSON_AddArrayToObject(msg, "leases");
+        cJSON *held = cJSON_CreateObject();
+        ok = leases != NULL && held != NULL && cJSON_AddItemToArray(leases, held);
+        if (!ok)
+            cJSON_Delete(held);
+        else
+            ok = cJSON_AddNumberToObject(held, "trial", (double)s->cur.id) &&
+                 cJSON_AddNumberToObject(held, "attempt", (double)s->cur.attempt) &&
+                 cJSON_AddStringToObject(held, "lease", s->cur.lease);
+    }
     if (ok)
         ok = cJSON_AddItemToObject(msg, "capabilities", caps);
     if (!ok) {
@@ -404,6 +418,7 @@ static void start_trial(session *s, const cJSON *obj)
     t->store = &s->store;
     t->cache_dir = s->opt.cache_dir;
     http_limits_default(&t->limits);
+    t->limits.low_speed_time_s = s->opt.http_stall_timeout_s;
     t->threads = s->opt.threads;
     t->checkpoint_every = s->opt.checkpoint_every;
     atomic_init(&t->stop, 0);
@@ -482,8 +497,29 @@ static void on_hello_reply(session *s, const cJSON *reply)
             stop_session(s, 1);
             return;
         }
+        s->store.limits.low_speed_time_s = s->opt.http_stall_timeout_s;
         s->store_ready = 1;
         log_info("session", "checkpoints go to %s", dir);
+    }
+
+    /* The daemon's verdict on the re-presented lease. Without a "leases"
+     * field, pump() re-presents it with a heartbeat instead. */
+    const cJSON *leases = cJSON_GetObjectItemCaseSensitive(reply, "leases");
+    const cJSON *item;
+    cJSON_ArrayForEach(item, leases)
+    {
+        long long trial_id = -1;
+        if (!s->has_trial || s->dropped || get_int(item, "trial", &trial_id) != 0 ||
+            trial_id != s->cur.id)
+            continue;
+        if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(item, "ok"))) {
+            s->lease_presented = 1;
+            log_info("lease", "sweep=%lld trial=%lld attempt=%lld lease accepted again after "
+                     "reconnecting", s->cur.sweep, s->cur.id, s->cur.attempt);
+        } else {
+            const cJSON *code = cJSON_GetObjectItemCaseSensitive(item, "error");
+            drop_trial(s, cJSON_IsString(code) ? code->valuestring : "lease rejected");
+        }
     }
 
     s->hello_done = 1;
@@ -799,6 +835,7 @@ int session_start(session *s, uv_loop_t *loop, const worker_options *opt, char *
         if (ckpt_store_init(&s->store, opt->checkpoint_dir, opt->checkpoint_url, opt->cache_dir,
                             err, err_size) != 0)
             return -1;
+        s->store.limits.low_speed_time_s = opt->http_stall_timeout_s;
         s->store_ready = 1;
     }
 

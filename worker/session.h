@@ -27,6 +27,7 @@ typedef struct worker_options {
     char cache_dir[4096];
     long max_trials;              /* 0 = no limit */
     double exit_when_idle_s;      /* 0 = wait for trials forever */
+    long http_stall_timeout_s;    /* an HTTP transfer below 1 byte/s this long fails */
 } worker_options;
 
 enum req_kind { REQ_HELLO, REQ_LEASE, REQ_HEARTBEAT, REQ_REATTACH, REQ_METRICS, REQ_CHECKPOINT,
