@@ -1,8 +1,8 @@
 """Comparison points for bench/bench_daemon.sh, printed as JSON lines:
 
-  optuna  Optuna ask/tell on its SQLite (RDB) storage with P processes, each
-          trial told at once, so the figure is Optuna's storage overhead per
-          trial lifecycle (Debian's python3-optuna).
+  optuna  Optuna ask/tell on its SQLite (RDB) storage with P processes. Each
+          trial is reported with tell() right after ask(), so the figure is
+          Optuna's storage overhead per trial lifecycle (Debian's python3-optuna).
   floor   a raw SQLite loop in one process: per lifecycle one transaction that
           inserts a trial row and one that updates it, WAL and synchronous
           FULL as sweepd uses; the cost of durability with no protocol at all.

@@ -2,8 +2,8 @@
  * `sweep-worker --connect unix:SOCKET --threads 1 --name local-K`, found next
  * to the sweepd binary or on PATH. Its stdout and stderr lines are copied to
  * sweepd's stderr with a "local-K | " prefix. A child that exits with an error
- * is restarted with exponential backoff; five quick failures in a row are a
- * crash loop and stop its restarts. A child counts as gone only when it has
+ * is restarted with exponential backoff. Five quick failures in a row count
+ * as a crash loop, and then it is not restarted again. A child counts as gone only when it has
  * exited and both pipes reached EOF.
  */
 #ifndef SWEEPD_LOCAL_WORKERS_H

@@ -268,7 +268,7 @@ static int read_token(const char *path, char *out, size_t size)
     while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == '\r' || out[n - 1] == ' ' || out[n - 1] == '\t'))
         out[--n] = '\0';
     if (n < 16) {
-        log_error("main", "token file %s holds %zu bytes; write a token of at least 16 characters", path, n);
+        log_error("main", "token file %s contains %zu bytes; write a token of at least 16 characters", path, n);
         return -1;
     }
     return 0;

@@ -290,7 +290,12 @@ void ops_workers(request *req)
         cJSON_AddStringToObject(w, "worker", c->name);
         cJSON_AddStringToObject(w, "host", c->host);
         cJSON_AddNumberToObject(w, "pid", (double)c->pid);
-        cJSON_AddStringToObject(w, "state", c->bye ? "leaving" : c->held_count ? "running" : "idle");
+        const char *state = "idle";
+        if (c->bye)
+            state = "leaving";
+        else if (c->held_count)
+            state = "running";
+        cJSON_AddStringToObject(w, "state", state);
         if (c->held_count) {
             cJSON_AddNumberToObject(w, "trial", (double)c->held[0].trial);
             cJSON_AddNumberToObject(w, "attempt", (double)c->held[0].attempt);

@@ -166,7 +166,7 @@ void server_check_timeouts(server *srv, uint64_t now_ms)
         server_requeue_held(srv, c, "heartbeat_timeout");
     }
 
-    /* Leases left by the previous process that nobody re-presented in time. */
+    /* Requeue leases of the previous process that were not re-presented in time. */
     size_t left = 0;
     for (size_t i = 0; i < srv->orphan_count; i++) {
         orphan_lease *o = &srv->orphans[i];
@@ -277,14 +277,15 @@ static cJSON *represent_leases(request *req, const cJSON *list)
         if (!result)
             break;
         cJSON_AddItemToArray(results, result);
-        if (!cJSON_IsNumber(trial) || !cJSON_IsNumber(attempt) || !cJSON_IsString(token)) {
+        held_lease lease = {0};
+        if (!server_json_int(trial, &lease.trial) || !server_json_int(attempt, &lease.attempt) ||
+            !cJSON_IsString(token)) {
             cJSON_AddFalseToObject(result, "ok");
             cJSON_AddStringToObject(result, "error", "bad_request");
             continue;
         }
-        cJSON_AddNumberToObject(result, "trial", trial->valuedouble);
-        cJSON_AddNumberToObject(result, "attempt", attempt->valuedouble);
-        held_lease lease = {.trial = (int64_t)trial->valuedouble, .attempt = (int64_t)attempt->valuedouble};
+        cJSON_AddNumberToObject(result, "trial", (double)lease.trial);
+        cJSON_AddNumberToObject(result, "attempt", (double)lease.attempt);
         int err = store_trial_check_lease(c->srv->st, lease.trial, lease.attempt, token->valuestring, &lease.sweep);
         if (err != 0) {
             cJSON_AddFalseToObject(result, "ok");
@@ -548,9 +549,10 @@ void ops_metrics(request *req)
     int i = 0;
     cJSON_ArrayForEach(p, points)
     {
-        const cJSON *step = cJSON_GetObjectItemCaseSensitive(p, "step");
-        if (!cJSON_IsNumber(step) || step->valuedouble < 0 || step->valuedouble != floor(step->valuedouble)) {
-            server_reply_error(c, req->id, PROTO_ERR_BAD_REQUEST, "points[%d].step: expected an integer >= 0", i);
+        int64_t step = -1;
+        if (!server_json_int(cJSON_GetObjectItemCaseSensitive(p, "step"), &step) || step < 0) {
+            server_reply_error(c, req->id, PROTO_ERR_BAD_REQUEST,
+                               "points[%d].step: expected an integer from 0 to 2^53", i);
             return;
         }
         i++;
@@ -558,7 +560,8 @@ void ops_metrics(request *req)
     int stored = 0;
     cJSON_ArrayForEach(p, points)
     {
-        int64_t step = (int64_t)cJSON_GetObjectItemCaseSensitive(p, "step")->valuedouble;
+        int64_t step = 0;
+        server_json_int(cJSON_GetObjectItemCaseSensitive(p, "step"), &step); /* checked above */
         double losses[2] = {NAN, NAN};
         const char *names[2] = {"train_loss", "val_loss"};
         for (int k = 0; k < 2; k++) {

@@ -1,8 +1,8 @@
 /* Connections, framing, limits, dispatch and the group commit of sweepd.
  *
  * A line goes through fixed steps: linebuf finds the newline (bounded by
- * --max-line-bytes), a byte scan checks the nesting depth before cJSON sees
- * the text, cJSON parses, the op is looked up in the dispatch table, and the
+ * --max-line-bytes), a byte scan checks the nesting depth before cJSON parses
+ * the text, the op is looked up in the dispatch table, and the
  * handler queues its reply. Each loop iteration ends in the check callback:
  * held leases are served, the open transaction is committed, and only then
  * is queued output written. A failed commit turns the replies that depended on
@@ -383,7 +383,7 @@ static void flush_all(server *srv)
     if (store_in_transaction(srv->st)) {
         int err = store_commit(srv->st);
         if (err != 0) {
-            log_error("server", "group commit failed (%d); answering the affected requests with an error", err);
+            log_error("server", "group commit failed (%d); replying with an error to the requests it contained", err);
             fail_uncommitted(srv, err);
         }
     }
@@ -918,7 +918,7 @@ void server_stop(server *srv)
     if (srv->unix_open && unlink(srv->opt.socket_path) != 0 && errno != ENOENT)
         log_warn("server", "removing %s failed: %s", srv->opt.socket_path, strerror(errno));
 
-    /* Tell workers and answer held leases; running trials stay running so
+    /* Tell workers and reply to held lease requests; running trials stay running so
      * their workers can re-present them after a restart. */
     for (conn *c = srv->conns; c; c = c->next) {
         if (c->role == ROLE_WORKER && !c->closing) {
@@ -983,17 +983,29 @@ void server_flush(server *srv) { flush_all(srv); }
 
 /* ---- request field readers ------------------------------------------------- */
 
+int server_json_int(const cJSON *item, int64_t *out)
+{
+    if (!cJSON_IsNumber(item))
+        return 0;
+    /* The range is checked before the cast, because converting a double
+     * outside int64_t's range (1e300, inf) is undefined behaviour. */
+    double v = item->valuedouble;
+    if (!(v >= -9007199254740992.0 && v <= 9007199254740992.0) || v != floor(v))
+        return 0;
+    *out = (int64_t)v;
+    return 1;
+}
+
 int req_int(request *req, const char *field, int64_t *out)
 {
     const cJSON *item = cJSON_GetObjectItemCaseSensitive(req->root, field);
     if (!item)
         return 0;
-    double v = item->valuedouble;
-    if (!cJSON_IsNumber(item) || v != (double)(int64_t)v || v < -9007199254740992.0 || v > 9007199254740992.0) {
-        server_reply_error(req->c, req->id, PROTO_ERR_BAD_REQUEST, "%s: expected an integer", field);
+    if (!server_json_int(item, out)) {
+        server_reply_error(req->c, req->id, PROTO_ERR_BAD_REQUEST,
+                           "%s: expected an integer from -2^53 to 2^53", field);
         return -1;
     }
-    *out = (int64_t)v;
     return 1;
 }
 

@@ -143,7 +143,7 @@ struct server {
 /* Starts listening and serving on loop. Returns 0 or a negative libuv or
  * STORE_ERR_* error, logged with the address involved. */
 int server_start(server *srv, uv_loop_t *loop, store *st, const server_options *opt);
-/* Stops accepting, tells workers, answers held leases, commits, flushes and
+/* Stops accepting, pushes shutdown to workers, replies to held leases, commits, flushes and
  * closes every handle; the loop then ends once the writes complete. */
 void server_stop(server *srv);
 
@@ -208,7 +208,7 @@ void ops_watch(request *req);
 
 /* Queues {"id":..,"ok":true, fields...}; takes ownership of fields (may be NULL). */
 void server_reply_ok(conn *c, const cJSON *id, cJSON *fields);
-/* Queues an error reply; the message says what failed and what to do. */
+/* Queues an error reply whose message names what failed and what to do. */
 void server_reply_error(conn *c, const cJSON *id, enum proto_error code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 /* Maps a STORE_ERR_* to a protocol error reply. */
@@ -236,6 +236,10 @@ int server_held_remove(conn *c, int64_t trial);
 int server_held_add(conn *c, const held_lease *lease);
 void server_worker_gone(server *srv, conn *c);
 int server_load_orphans(server *srv);
+
+/* Returns 1 and sets *out when item is an integral JSON number within
+ * +-2^53 (exact in a double), else 0. */
+int server_json_int(const cJSON *item, int64_t *out);
 
 /* Field readers: return 1 when present and valid, 0 when absent, -1 when
  * present with the wrong type (an error reply naming the field was queued). */

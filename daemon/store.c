@@ -172,7 +172,11 @@ cJSON *store_json_add_loss(cJSON *obj, const char *name, double value)
 static int sql_fail(store *st, int rc, const char *what)
 {
     log_error("store", "%s failed: %s (sqlite %d)", what, sqlite3_errmsg(st->db), rc);
-    int err = rc == SQLITE_FULL ? STORE_ERR_FULL : rc == SQLITE_NOMEM ? STORE_ERR_NOMEM : STORE_ERR_IO;
+    int err = STORE_ERR_IO;
+    if (rc == SQLITE_FULL)
+        err = STORE_ERR_FULL;
+    else if (rc == SQLITE_NOMEM)
+        err = STORE_ERR_NOMEM;
     /* An operation that failed half-way leaves the transaction with part of
      * its writes, so the whole transaction is doomed: store_commit() rolls it
      * back and every reply that depended on it becomes an error. */

@@ -179,7 +179,7 @@ int store_query_trials(store *st, int64_t sweep, int state, const char *sort, in
 int store_query_tickets(store *st, int64_t sweep, double threshold, const char *by, cJSON *obj);
 
 /* Adds name: finite numbers as numbers, NaN as "nan", infinities as "inf"
- * and "-inf", so no reply holds a bare NaN. */
+ * and "-inf", so no reply contains a bare NaN. */
 cJSON *store_json_add_loss(cJSON *obj, const char *name, double value);
 
 /* The connection, for the read-only queries in store_query.c. */

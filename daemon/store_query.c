@@ -2,7 +2,7 @@
  * prepare their statements per call (these operations are rare next to leases)
  * and build reply fields into a cJSON object. Counts come from the sweep cache;
  * losses come from the covering index trials(sweep, state, final_loss), so a
- * 1M-trial sweep is answered without reading table rows.
+ * 1M-trial sweep is summarised without reading table rows.
  */
 #include <inttypes.h>
 #include <math.h>
@@ -259,8 +259,8 @@ static int group_matches(const group_entry *g, sqlite3_stmt *s)
 }
 
 /* Grouped tickets: one pass over trial_params joined with trials. Groups are
- * found by a linear search, which suits the few values a grouping parameter
- * has (optimizers, schedules); a parameter with thousands of values costs
+ * found by a linear search because a grouping parameter has few values
+ * (optimizers, schedules). A parameter with thousands of values costs
  * O(rows x groups). */
 static int tickets_grouped(sqlite3 *db, int64_t sweep, const char *by, double threshold, cJSON *groups)
 {

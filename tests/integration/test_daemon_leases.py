@@ -39,7 +39,8 @@ def test_stale_lease_after_requeue():
         first.ok("preempted", location="/ck/a.ckpt", step=40, **lease_fields(trial))
         second = worker(d, "second")
         again = second.ok("lease")["trial"]
-        assert again["trial"] == trial["trial"] and again["attempt"] == 2
+        assert again["trial"] == trial["trial"]
+        assert again["attempt"] == 2
         for op, fields in [("heartbeat", {"step": 41}), ("metrics", {"points": [{"step": 50}]}),
                            ("checkpoint", {"location": "/ck/b.ckpt", "step": 50}),
                            ("complete", {"final_loss": 1.0}), ("failed", {"error": "x"})]:
@@ -64,7 +65,8 @@ def test_requeue_on_disconnect():
         lost.close()
         d.wait_log(rf"trial={trial['trial']} attempt=1 worker=lost requeued: disconnect -> pending", since=mark)
         again = worker(d, "next").ok("lease")["trial"]
-        assert again["trial"] == trial["trial"] and again["attempt"] == 2
+        assert again["trial"] == trial["trial"]
+        assert again["attempt"] == 2
         assert again["checkpoint"] == {"location": "/ck/t.ckpt", "step": 7}
 
 
@@ -78,7 +80,8 @@ def test_requeue_on_heartbeat_timeout():
         d.wait_log(rf"trial={trial['trial']} attempt=1 worker=silent requeued: heartbeat_timeout")
         assert silent.request("complete", final_loss=1.0, **lease_fields(trial))["error"]["code"] == "stale_lease"
         again = worker(d, "alive").ok("lease")["trial"]
-        assert again["trial"] == trial["trial"] and again["attempt"] == 2
+        assert again["trial"] == trial["trial"]
+        assert again["attempt"] == 2
 
 
 def test_held_lease_request():
@@ -88,14 +91,16 @@ def test_held_lease_request():
         assert waiting.request("lease", wait=True)["error"]["code"] == "invalid_state"
         sweep = Client(d.socket_path).ok("submit", spec=grid_spec(optimizers=["adam"], lrs=[0.1]))["sweep"]
         trial = waiting.reply(request_id)["trial"]
-        assert trial["sweep"] == sweep and trial["index"] == 0
+        assert trial["sweep"] == sweep
+        assert trial["index"] == 0
         # A grid of one is exhausted: the next held request waits until the
         # first trial is requeued, then gets it back as attempt 2.
         other = worker(d, "other")
         second_id = other.send("lease", wait=True)
         waiting.ok("preempted", **lease_fields(trial))
         again = other.reply(second_id)["trial"]
-        assert again["trial"] == trial["trial"] and again["attempt"] == 2
+        assert again["trial"] == trial["trial"]
+        assert again["attempt"] == 2
 
 
 def test_max_requeues_and_failures():
@@ -150,9 +155,11 @@ def test_restart_recovery_after_sigkill():
                        **lease_fields(kept))["stored"] == 1
         assert back.ok("complete", final_loss=1.5, **lease_fields(kept))["state"] == "completed"
         again = back.ok("lease")["trial"]
-        assert again["trial"] == dropped["trial"] and again["attempt"] == 2
+        assert again["trial"] == dropped["trial"]
+        assert again["attempt"] == 2
         counts = c2.ok("status", sweep=sweep)["counts"]
-        assert counts["completed"] == 2 and counts["running"] == 1
+        assert counts["completed"] == 2
+        assert counts["running"] == 1
 
 
 def test_acknowledged_writes_survive_sigkill():
@@ -280,10 +287,12 @@ def test_watch_events():
                            "attempt": 1, "worker": "evented"}
         w.ok("heartbeat", step=3, loss="inf", **lease_fields(trial))
         beat = watcher.wait_event(event="heartbeat")
-        assert beat["loss"] == "inf" and beat["step"] == 3
+        assert beat["loss"] == "inf"
+        assert beat["step"] == 3
         w.ok("metrics", points=[{"step": 4, "train_loss": 2.0, "val_loss": 2.5}], **lease_fields(trial))
         metrics = watcher.wait_event(event="metrics")
-        assert metrics["step"] == 4 and metrics["val_loss"] == 2.5
+        assert metrics["step"] == 4
+        assert metrics["val_loss"] == 2.5
         w.ok("complete", final_loss=1.0, **lease_fields(trial))
         assert watcher.wait_event(event="trial")["state"] == "completed"
         assert watcher.wait_event(event="sweep")["state"] == "finished"

@@ -37,7 +37,9 @@ def test_every_operation():
 
         s = c.ok("submit", spec=SPEC)
         sweep = s["sweep"]
-        assert s["size"] == 4 and s["method"] == "grid" and s["name"] == "protocol"
+        assert s["size"] == 4
+        assert s["method"] == "grid"
+        assert s["name"] == "protocol"
 
         listed = c.ok("list")["sweeps"]
         assert [x["sweep"] for x in listed] == [sweep]
@@ -47,7 +49,9 @@ def test_every_operation():
         assert hello["worker_id"] == "w1"
         assert hello["heartbeat_timeout_ms"] == 30000
         trial = w.ok("lease")["trial"]
-        assert trial["attempt"] == 1 and trial["index"] == 0 and trial["checkpoint"] is None
+        assert trial["attempt"] == 1
+        assert trial["index"] == 0
+        assert trial["checkpoint"] is None
         lf = lease_fields(trial)
 
         assert w.ok("heartbeat", step=5, loss=2.5, tokens_per_s=1000.0, **lf)
@@ -60,8 +64,10 @@ def test_every_operation():
         assert bad["error"]["code"] == "bad_request"
 
         workers = c.ok("workers")["workers"]
-        assert workers[0]["worker"] == "w1" and workers[0]["trial"] == trial["trial"]
-        assert workers[0]["step"] == 5 and workers[0]["host"] == "testhost"
+        assert workers[0]["worker"] == "w1"
+        assert workers[0]["trial"] == trial["trial"]
+        assert workers[0]["step"] == 5
+        assert workers[0]["host"] == "testhost"
 
         done = w.ok("complete", final_loss=1.25, best_loss=1.2, steps=10, seconds=0.5, **lf)
         assert done["state"] == "completed"
@@ -80,7 +86,8 @@ def test_every_operation():
         assert status["counts"]["completed"] == 1
         assert status["counts"]["diverged"] == 1
         assert status["counts"]["pending"] == 1
-        assert status["best_loss"] == 1.25 and status["best_trial"] == trial["trial"]
+        assert status["best_loss"] == 1.25
+        assert status["best_trial"] == trial["trial"]
         assert status["total"] == 4
         assert len(c.ok("status")["sweeps"]) == 1
 
@@ -89,7 +96,8 @@ def test_every_operation():
         assert [t["state"] for t in c.ok("trials", sweep=sweep, state="diverged")["trials"]] == ["diverged"]
 
         tickets = c.ok("tickets", sweep=sweep, threshold=2.0, by="optimizer")
-        assert tickets["overall"]["finished"] == 2 and tickets["overall"]["winners"] == 1
+        assert tickets["overall"]["finished"] == 2
+        assert tickets["overall"]["winners"] == 1
 
         assert c.ok("pause", sweep=sweep)["state"] == "paused"
         assert w.ok("lease", wait=False)["trial"] is None

@@ -61,16 +61,19 @@ static void test_lifecycle(const char *path)
     store_lease a, b;
     CHECK(store_trial_lease(st, "w1", 2000, &a) == 1);
     CHECK(store_trial_lease(st, "w2", 2000, &b) == 1);
-    CHECK(a.index == 0 && b.index == 1);
+    CHECK(a.index == 0);
+    CHECK(b.index == 1);
     CHECK_STR(cJSON_GetObjectItem(a.params, "optimizer")->valuestring, "adam");
-    CHECK(strlen(a.lease) == 32 && strcmp(a.lease, b.lease) != 0);
+    CHECK(strlen(a.lease) == 32);
+    CHECK(strcmp(a.lease, b.lease) != 0);
     CHECK(store_commit(st) == 0);
     CHECK(count_rows(st, "SELECT count(*) FROM trials") == 2);
     CHECK(count_rows(st, "SELECT count(*) FROM trial_params WHERE name = 'optimizer'") == 2);
 
     /* Fencing: a wrong token or attempt is stale. */
     int64_t sw_id = 0;
-    CHECK(store_trial_check_lease(st, a.trial, 1, a.lease, &sw_id) == 0 && sw_id == sweep);
+    CHECK(store_trial_check_lease(st, a.trial, 1, a.lease, &sw_id) == 0);
+    CHECK(sw_id == sweep);
     CHECK(store_trial_check_lease(st, a.trial, 1, b.lease, &sw_id) == STORE_ERR_STALE);
     CHECK(store_trial_check_lease(st, a.trial, 2, a.lease, &sw_id) == STORE_ERR_STALE);
     CHECK(store_trial_check_lease(st, 999, 1, a.lease, &sw_id) == STORE_ERR_NOT_FOUND);
@@ -82,8 +85,11 @@ static void test_lifecycle(const char *path)
     CHECK(store_trial_check_lease(st, a.trial, 1, a.lease, &sw_id) == STORE_ERR_STALE);
     store_lease again;
     CHECK(store_trial_lease(st, "w3", 3000, &again) == 1);
-    CHECK(again.trial == a.trial && again.attempt == 2);
-    CHECK(again.checkpoint && strcmp(again.checkpoint, "/ck/a") == 0 && again.checkpoint_step == 40);
+    CHECK(again.trial == a.trial);
+    CHECK(again.attempt == 2);
+    CHECK(again.checkpoint != NULL);
+    CHECK(again.checkpoint && strcmp(again.checkpoint, "/ck/a") == 0);
+    CHECK(again.checkpoint_step == 40);
 
     /* max_requeues 1: the second requeue fails the trial. */
     CHECK(store_trial_requeue(st, again.trial, 2, "disconnect", NULL, 0, 3100, &state) == 0);
@@ -97,7 +103,8 @@ static void test_lifecycle(const char *path)
     CHECK(store_commit(st) == 0);
 
     store_sweep *sw = store_sweep_find(st, sweep);
-    CHECK(sw->counts[TRIAL_FAILED] == 1 && sw->counts[TRIAL_DIVERGED] == 1);
+    CHECK(sw->counts[TRIAL_FAILED] == 1);
+    CHECK(sw->counts[TRIAL_DIVERGED] == 1);
     CHECK(sw->next_index == 2);
     store_lease_clear(&a);
     store_lease_clear(&b);
@@ -112,7 +119,8 @@ static void test_lifecycle(const char *path)
     sw = store_sweep_find(st, sweep);
     CHECK(sw != NULL);
     if (sw) {
-        CHECK(sw->counts[TRIAL_FAILED] == 1 && sw->counts[TRIAL_DIVERGED] == 1);
+        CHECK(sw->counts[TRIAL_FAILED] == 1);
+        CHECK(sw->counts[TRIAL_DIVERGED] == 1);
         CHECK(sw->next_index == 2);
         CHECK(sw->seed == 7);
     }
@@ -163,7 +171,9 @@ static void test_disk_full_rolls_back(const char *path)
     /* Everything of the failed transaction is gone, and the cache agrees. */
     CHECK(count_rows(st, "SELECT count(*) FROM trials") == 0);
     store_sweep *sw = store_sweep_find(st, sweep);
-    CHECK(sw && sw->next_index == 0 && sw->counts[TRIAL_RUNNING] == 0);
+    CHECK(sw != NULL);
+    CHECK(sw && sw->next_index == 0);
+    CHECK(sw && sw->counts[TRIAL_RUNNING] == 0);
 
     /* With room again, leasing works. */
     CHECK(sqlite3_exec(store_db(st), "PRAGMA max_page_count = 1073741823", NULL, NULL, NULL) == SQLITE_OK);
