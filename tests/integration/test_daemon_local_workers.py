@@ -1,7 +1,6 @@
-"""sweepd --workers N with the real sweep-worker binary: children start,
-join over the unix socket, get their log lines prefixed, are restarted with
-backoff after a crash, and are stopped with the daemon (exit 0 only once every
-child is gone).
+"""sweepd --workers N with the real sweep-worker binary. Children start,
+join over the unix socket and get their log lines prefixed. A crashed child is
+restarted with backoff, and the daemon stops every child before it exits 0.
 """
 
 import os
