@@ -77,7 +77,13 @@ enum field_kind { F_INT, F_LONG, F_U64, F_DOUBLE, F_STRING, F_ENUM, F_BOOL };
     X(root_method, HP_ENUM, F_ENUM, root_method, "eigh", 0, 0, "eigh|newton", "shampoo",                \
       "inverse root by LAPACK symmetric eigensolver or coupled Newton iteration")                       \
     X(max_precond_dim, HP_INT, F_INT, max_precond_dim, "4096", 1, 1e6, NULL, "shampoo",                 \
-      "matrices with a side longer than this use the graft direction only")
+      "matrices with a side longer than this use the graft direction only")                             \
+    X(precondition_async, HP_BOOL, F_BOOL, precondition_async, "false", 0, 1, NULL, "shampoo",          \
+      "compute the roots on a background thread and install them one precondition_every later")        \
+    X(one_minus_b1, HP_FLOAT, F_DOUBLE, one_minus_b1, "(unset)", 0, 1, NULL, NULL,                      \
+      "sets b1 = 1 - one_minus_b1, for log-uniform sampling; must be > 0; not with b1")                  \
+    X(one_minus_b2, HP_FLOAT, F_DOUBLE, one_minus_b2, "(unset)", 0, 1, NULL, NULL,                      \
+      "sets b2 = 1 - one_minus_b2, for log-uniform sampling; must be > 0; not with b2")
 
 #define AS_INFO(name_, type_, kind_, member_, def_, min_, max_, choices_, applies_, desc_) \
     {#name_, type_, def_, min_, max_, choices_, desc_, applies_},
@@ -110,10 +116,40 @@ static long find_index(const char *name)
     return -1;
 }
 
+static int choice_index(const char *choices, const char *value);
+
+/* Maximum length of an optimizer name, plus its terminating NUL. */
+#define SCOPE_MAX 16
+
+/* Splits an optimizer-scoped name "OPT.NAME" into the optimizer and NAME's
+ * table index. Returns 0, or -1 when name is not one: no '.', OPT is not an
+ * optimizer, or NAME is not in the table or is "optimizer" itself. */
+static int split_scoped(const char *name, enum optimizer_kind *kind, long *index)
+{
+    const char *dot = strchr(name, '.');
+    char scope[SCOPE_MAX];
+
+    if (dot == NULL || (size_t)(dot - name) >= sizeof(scope))
+        return -1;
+    memcpy(scope, name, (size_t)(dot - name));
+    scope[dot - name] = '\0';
+    int k = choice_index(OPT_ONLY, scope);
+    long i = find_index(dot + 1);
+    if (k < 0 || i < 0 || strcmp(dot + 1, "optimizer") == 0)
+        return -1;
+    *kind = (enum optimizer_kind)k;
+    *index = i;
+    return 0;
+}
+
 const hparam_info *hparam_find(const char *name)
 {
+    enum optimizer_kind kind;
     long i = find_index(name);
-    return i < 0 ? NULL : &table[i];
+
+    if (i < 0 && split_scoped(name, &kind, &i) != 0)
+        return NULL;
+    return &table[i];
 }
 
 /* Levenshtein distance of two short strings; names longer than 63 bytes are
@@ -141,21 +177,59 @@ static size_t edit_distance(const char *a, const char *b)
     return prev[lb];
 }
 
-const char *hparam_suggest(const char *name)
+/* Returns the closest of the '|'-separated choices, or of the table names
+ * when choices is NULL, or NULL when none is close: at most a third of the
+ * name changed, and at least one edit allowed. */
+static const char *closest_name(const char *name, const char *choices, char *buf, size_t buf_size)
 {
     const char *best = NULL;
     size_t best_distance = 0;
 
-    for (size_t i = 0; i < TABLE_COUNT; i++) {
+    for (size_t i = 0; choices == NULL && i < TABLE_COUNT; i++) {
         size_t d = edit_distance(name, table[i].name);
         if (best == NULL || d < best_distance) {
             best = table[i].name;
             best_distance = d;
         }
     }
-    /* "Close" means at most a third of the name changed (and at least 1 edit allowed). */
+    for (const char *p = choices; p != NULL && *p;) {
+        size_t n = strcspn(p, "|");
+        if (n < buf_size) {
+            char candidate[SCOPE_MAX];
+            snprintf(candidate, sizeof(candidate), "%.*s", (int)n, p);
+            size_t d = edit_distance(name, candidate);
+            if (best == NULL || d < best_distance) {
+                memcpy(buf, candidate, n + 1);
+                best = buf;
+                best_distance = d;
+            }
+        }
+        p += n;
+        if (*p == '|')
+            p++;
+    }
     size_t limit = strlen(name) / 3 + 1;
     return best_distance <= limit ? best : NULL;
+}
+
+const char *hparam_suggest(const char *name)
+{
+    const char *dot = strchr(name, '.');
+    if (dot == NULL || (size_t)(dot - name) >= SCOPE_MAX)
+        return closest_name(name, NULL, NULL, 0);
+
+    /* OPT.NAME: suggest each part on its own. The result lives in a
+     * per-thread buffer that the next call on the thread overwrites. */
+    static _Thread_local char suggestion[SCOPE_MAX + 64];
+    char scope[SCOPE_MAX], scope_buf[SCOPE_MAX];
+    memcpy(scope, name, (size_t)(dot - name));
+    scope[dot - name] = '\0';
+    const char *near_scope = closest_name(scope, OPT_ONLY, scope_buf, sizeof(scope_buf));
+    const char *near_name = closest_name(dot + 1, NULL, NULL, 0);
+    if (near_scope == NULL || near_name == NULL || strcmp(near_name, "optimizer") == 0)
+        return NULL;
+    snprintf(suggestion, sizeof(suggestion), "%s.%s", near_scope, near_name);
+    return suggestion;
 }
 
 const char *optimizer_name(enum optimizer_kind kind)
@@ -201,7 +275,11 @@ void train_config_defaults(train_config *cfg)
     cfg->graft_eps = 1e-10;
     cfg->nesterov = 1;
     cfg->root_method = ROOT_EIGH;
+    cfg->precondition_async = 0;
+    cfg->one_minus_b1 = 0.0;
+    cfg->one_minus_b2 = 0.0;
     cfg->set_mask = 0;
+    cfg->scoped_mask = 0;
 }
 
 /* Returns the index of value among the '|'-separated choices, or -1. */
@@ -289,20 +367,10 @@ static int set_numeric(train_config *cfg, size_t i, const char *value, char *err
     return 0;
 }
 
-int train_config_set(train_config *cfg, const char *name, const char *value, char *err, size_t err_size)
+/* Parses value into table entry i of cfg and marks it set. Returns 0, or -1
+ * with err naming the entry, the value and what is allowed. */
+static int set_entry(train_config *cfg, size_t i, const char *value, char *err, size_t err_size)
 {
-    long found = find_index(name);
-
-    if (found < 0) {
-        const char *near = hparam_suggest(name);
-        if (near)
-            snprintf(err, err_size, "unknown hyperparameter '%s' (did you mean '%s'?); see sweep-train --help",
-                     name, near);
-        else
-            snprintf(err, err_size, "unknown hyperparameter '%s'; see sweep-train --help", name);
-        return -1;
-    }
-    size_t i = (size_t)found;
     const hparam_info *h = &table[i];
     const field_binding *b = &bindings[i];
     char *field = (char *)cfg + b->offset;
@@ -312,6 +380,14 @@ int train_config_set(train_config *cfg, const char *name, const char *value, cha
     case HP_FLOAT:
         if (set_numeric(cfg, i, value, err, err_size) != 0)
             return -1;
+        /* one_minus_b1 and one_minus_b2 exclude 0, which the inclusive
+         * table range cannot express. */
+        if (bindings[i].kind == F_DOUBLE && strncmp(h->name, "one_minus_", 10) == 0 &&
+            !(*(double *)field > 0.0)) {
+            snprintf(err, err_size, "invalid %s=%s: must be > 0; set %s directly instead", h->name, value,
+                     h->name + 10);
+            return -1;
+        }
         break;
     case HP_STRING: {
         size_t len = strlen(value);
@@ -350,8 +426,88 @@ int train_config_set(train_config *cfg, const char *name, const char *value, cha
     return 0;
 }
 
-/* Sets every leaf of obj; nested objects are walked with the same rules. */
-static int set_json_object(train_config *cfg, const cJSON *obj, int depth, char *err, size_t err_size)
+/* Sets OPT.NAME: the value is checked whatever the run's optimizer, and
+ * applied only when it is OPT, where it replaces any unscoped NAME. */
+static int set_scoped(train_config *cfg, const char *name, enum optimizer_kind kind, long index, const char *value,
+                      char *err, size_t err_size)
+{
+    char inner[256];
+    train_config scratch = *cfg;
+
+    if (set_entry(&scratch, (size_t)index, value, inner, sizeof(inner)) != 0) {
+        snprintf(err, err_size, "%s (set as %s)", inner, name);
+        return -1;
+    }
+    if (cfg->optimizer == kind) {
+        *cfg = scratch;
+        cfg->scoped_mask |= UINT64_C(1) << index;
+    }
+    return 0;
+}
+
+static int is_set(const train_config *cfg, const char *name);
+
+int train_config_set(train_config *cfg, const char *name, const char *value, char *err, size_t err_size)
+{
+    enum optimizer_kind kind;
+    long found = find_index(name), scoped_index;
+
+    if (found < 0 && split_scoped(name, &kind, &scoped_index) == 0) {
+        /* One at a time, a scoped name can only be applied once the
+         * optimizer is known; train_config_set_json orders its keys. */
+        if (!is_set(cfg, "optimizer")) {
+            snprintf(err, err_size, "%s applies only to %s runs: set optimizer before it", name,
+                     optimizer_name(kind));
+            return -1;
+        }
+        return set_scoped(cfg, name, kind, scoped_index, value, err, err_size);
+    }
+    if (found < 0) {
+        const char *near = hparam_suggest(name);
+        if (near)
+            snprintf(err, err_size, "unknown hyperparameter '%s' (did you mean '%s'?); see sweep-train --help",
+                     name, near);
+        else
+            snprintf(err, err_size, "unknown hyperparameter '%s'; see sweep-train --help", name);
+        return -1;
+    }
+
+    /* A scoped value for this run's optimizer wins over the unscoped name,
+     * whichever came first; the unscoped value is still checked. */
+    train_config scratch = *cfg;
+    if (set_entry(&scratch, (size_t)found, value, err, err_size) != 0)
+        return -1;
+    if (cfg->scoped_mask & (UINT64_C(1) << found))
+        return 0;
+    if (strcmp(name, "optimizer") == 0 && cfg->scoped_mask != 0 && scratch.optimizer != cfg->optimizer) {
+        snprintf(err, err_size, "optimizer=%s comes after names scoped to %s were applied; set optimizer first",
+                 value, optimizer_name(cfg->optimizer));
+        return -1;
+    }
+    *cfg = scratch;
+    return 0;
+}
+
+/* The passes of train_config_set_json, so that the result does not depend
+ * on key order: the optimizer first, then unscoped names, then OPT.NAME. */
+enum json_pass { PASS_OPTIMIZER, PASS_UNSCOPED, PASS_SCOPED };
+
+static enum json_pass pass_of(const char *name)
+{
+    enum optimizer_kind kind;
+    long index;
+
+    if (strcmp(name, "optimizer") == 0)
+        return PASS_OPTIMIZER;
+    if (find_index(name) < 0 && split_scoped(name, &kind, &index) == 0)
+        return PASS_SCOPED;
+    return PASS_UNSCOPED;
+}
+
+/* Sets the leaves of obj that belong to pass; nested objects are walked with
+ * the same rules. */
+static int set_json_object(train_config *cfg, const cJSON *obj, int depth, enum json_pass pass, char *err,
+                           size_t err_size)
 {
     const cJSON *item;
 
@@ -368,10 +524,12 @@ static int set_json_object(train_config *cfg, const cJSON *obj, int depth, char 
             return -1;
         }
         if (cJSON_IsObject(item)) {
-            if (set_json_object(cfg, item, depth + 1, err, err_size) != 0)
+            if (set_json_object(cfg, item, depth + 1, pass, err, err_size) != 0)
                 return -1;
             continue;
         }
+        if (pass_of(item->string) != pass)
+            continue;
         if (cJSON_IsNumber(item)) {
             snprintf(text, sizeof(text), "%.17g", item->valuedouble);
         } else if (cJSON_IsBool(item)) {
@@ -387,8 +545,15 @@ static int set_json_object(train_config *cfg, const cJSON *obj, int depth, char 
             snprintf(err, err_size, "invalid %s: expected a string", item->string);
             return -1;
         }
-        if (train_config_set(cfg, item->string, value, err, err_size) != 0)
+        if (pass == PASS_SCOPED) {
+            enum optimizer_kind kind;
+            long index;
+            if (split_scoped(item->string, &kind, &index) != 0 ||
+                set_scoped(cfg, item->string, kind, index, value, err, err_size) != 0)
+                return -1;
+        } else if (train_config_set(cfg, item->string, value, err, err_size) != 0) {
             return -1;
+        }
     }
     return 0;
 }
@@ -399,7 +564,10 @@ int train_config_set_json(train_config *cfg, const cJSON *params, char *err, siz
         snprintf(err, err_size, "hyperparameters must be a JSON object");
         return -1;
     }
-    return set_json_object(cfg, params, 0, err, err_size);
+    for (int pass = PASS_OPTIMIZER; pass <= PASS_SCOPED; pass++)
+        if (set_json_object(cfg, params, 0, (enum json_pass)pass, err, err_size) != 0)
+            return -1;
+    return 0;
 }
 
 static int is_set(const train_config *cfg, const char *name)
@@ -413,6 +581,50 @@ static void default_double(train_config *cfg, const char *name, double *field, d
 {
     if (!is_set(cfg, name))
         *field = def;
+}
+
+static int is_scoped(const train_config *cfg, const char *name)
+{
+    long i = find_index(name);
+    return i >= 0 && (cfg->scoped_mask & (UINT64_C(1) << i)) != 0;
+}
+
+/* Applies one_minus_NAME to NAME (b1 or b2) when it was set. A scoped
+ * setting replaces the unscoped ones; setting both forms at one level is an
+ * error. The result must lie in NAME's own range. Calling it again gives the
+ * same result, as train_config_finalize may run more than once. */
+static int resolve_one_minus(train_config *cfg, const char *name, double *beta, double one_minus, char *err,
+                             size_t err_size)
+{
+    char one_minus_name[32];
+    snprintf(one_minus_name, sizeof(one_minus_name), "one_minus_%s", name);
+    int beta_scoped = is_scoped(cfg, name), one_minus_scoped = is_scoped(cfg, one_minus_name);
+    const char *scope = optimizer_name(cfg->optimizer);
+
+    if (beta_scoped && one_minus_scoped) {
+        snprintf(err, err_size, "%s.%s and %s.%s are both set; set only one (%s = 1 - %s)", scope, name, scope,
+                 one_minus_name, name, one_minus_name);
+        return -1;
+    }
+    if (beta_scoped)
+        return 0;
+    if (!one_minus_scoped && is_set(cfg, name) && is_set(cfg, one_minus_name)) {
+        snprintf(err, err_size, "%s and %s are both set; set only one (%s = 1 - %s)", name, one_minus_name, name,
+                 one_minus_name);
+        return -1;
+    }
+    if (!one_minus_scoped && !is_set(cfg, one_minus_name))
+        return 0;
+
+    const hparam_info *h = &table[find_index(name)];
+    double value = 1.0 - one_minus;
+    if (value < h->min || value > h->max) {
+        snprintf(err, err_size, "invalid %s=%.17g: gives %s=%.17g, allowed %s in [%.17g, %.17g]", one_minus_name,
+                 one_minus, name, value, name, h->min, h->max);
+        return -1;
+    }
+    *beta = value;
+    return 0;
 }
 
 int train_config_finalize(train_config *cfg, char *err, size_t err_size)
@@ -431,6 +643,9 @@ int train_config_finalize(train_config *cfg, char *err, size_t err_size)
     default_double(cfg, "eps", &cfg->eps, 1e-8);
     default_double(cfg, "weight_decay", &cfg->weight_decay, wd);
     default_double(cfg, "matrix_eps", &cfg->matrix_eps, 1e-6);
+    if (resolve_one_minus(cfg, "b1", &cfg->b1, cfg->one_minus_b1, err, err_size) != 0 ||
+        resolve_one_minus(cfg, "b2", &cfg->b2, cfg->one_minus_b2, err, err_size) != 0)
+        return -1;
     default_double(cfg, "graft_beta2", &cfg->graft_beta2, cfg->b2);
     default_double(cfg, "graft_eps", &cfg->graft_eps, 1e-10);
     if (!is_set(cfg, "block_size"))
@@ -447,6 +662,8 @@ int train_config_finalize(train_config *cfg, char *err, size_t err_size)
         cfg->nesterov = 1;
     if (!is_set(cfg, "root_method"))
         cfg->root_method = ROOT_EIGH;
+    if (!is_set(cfg, "precondition_async"))
+        cfg->precondition_async = 0;
 
     /* Cross-field rules. */
     if (cfg->d_model % cfg->n_head != 0) {
@@ -483,6 +700,12 @@ cJSON *train_config_to_json(const train_config *cfg)
         const field_binding *b = &bindings[i];
         const char *field = (const char *)cfg + b->offset;
         cJSON *item = NULL;
+
+        /* one_minus_b1 and one_minus_b2 only feed b1 and b2, which carry
+         * the result. Writing both forms would make the object conflict
+         * with itself when it is read back. */
+        if (strncmp(h->name, "one_minus_", 10) == 0)
+            continue;
 
         switch (b->kind) {
         case F_INT: item = cJSON_CreateNumber(*(const int *)field); break;

@@ -46,8 +46,14 @@ typedef struct train_config {
     double graft_beta2, graft_eps;
     int nesterov;
     enum root_method root_method;
+    int precondition_async;     /* shampoo: roots computed off the critical path, one period late */
+    /* When set, b1 = 1 - one_minus_b1 and b2 = 1 - one_minus_b2 (at finalize). */
+    double one_minus_b1, one_minus_b2;
     /* One bit per table entry (bit i = hparam_table[i]) set by the user. */
     uint64_t set_mask;
+    /* Entries set by an optimizer-scoped name (OPT.NAME) for this run's
+     * optimizer; an unscoped name no longer changes them. */
+    uint64_t scoped_mask;
 } train_config;
 
 enum hparam_type { HP_INT, HP_FLOAT, HP_STRING, HP_ENUM, HP_BOOL };
@@ -65,11 +71,13 @@ typedef struct hparam_info {
 /* The table, in --help order. */
 const hparam_info *hparam_table(size_t *count);
 
-/* Returns the entry named name, or NULL. */
+/* Returns the entry named name, or NULL. An optimizer-scoped name OPT.NAME
+ * (e.g. "shampoo.b2") returns NAME's entry when OPT is an optimizer. */
 const hparam_info *hparam_find(const char *name);
 
 /* Returns the table name closest to name by edit distance (for "did you
- * mean"), or NULL when nothing is close. */
+ * mean"), or NULL when nothing is close. For OPT.NAME it suggests both
+ * parts; that result is in a per-thread buffer valid until the next call. */
 const char *hparam_suggest(const char *name);
 
 /* Fills cfg with the defaults that do not depend on the optimizer. */
@@ -77,12 +85,15 @@ void train_config_defaults(train_config *cfg);
 
 /* Sets one hyperparameter from text (as in --set name=value). Returns 0, or
  * -1 with a message in err naming the parameter, the value and the allowed
- * range or choices. */
+ * range or choices. OPT.NAME needs optimizer to be set first; it applies only
+ * when the optimizer is OPT, and then an unscoped NAME no longer changes the
+ * field. The value is checked either way. */
 int train_config_set(train_config *cfg, const char *name, const char *value, char *err, size_t err_size);
 
 /* Sets every member of a JSON object (numbers, strings, booleans; nested
  * objects are flattened by leaf name, see docs/SPEC.md). Unknown names are an
- * error. Returns 0 or -1 with err set. */
+ * error. Key order does not matter: optimizer is set first, then the
+ * unscoped names, then the OPT.NAME ones. Returns 0 or -1 with err set. */
 int train_config_set_json(train_config *cfg, const struct cJSON *params, char *err, size_t err_size);
 
 /* Fills unset optimizer-dependent fields with that optimizer's defaults and
@@ -90,7 +101,8 @@ int train_config_set_json(train_config *cfg, const struct cJSON *params, char *e
  * ...). Returns 0 or -1 with err set. */
 int train_config_finalize(train_config *cfg, char *err, size_t err_size);
 
-/* Writes cfg as a JSON object with every table field (for checkpoints and
+/* Writes cfg as a JSON object with every table field except one_minus_b1
+ * and one_minus_b2, whose effect b1 and b2 carry (for checkpoints and
  * summaries). Returns a new object owned by the caller, or NULL on ENOMEM. */
 struct cJSON *train_config_to_json(const train_config *cfg);
 
