@@ -98,10 +98,18 @@ static int resume_from(trial *t, const char *location, const char *dataset_path,
         rc = trainer_resume(out, local, &t->cfg, dataset_path, err, sizeof(err));
     if (staged)
         unlink(local);
-    if (rc != 0)
+    if (rc != 0) {
         log_warn("ckpt", "sweep=%lld trial=%lld attempt=%lld checkpoint %s is not usable: %s",
                  t->sweep, t->id, t->attempt, location, err);
-    return rc;
+        return rc;
+    }
+
+    /* The resumed checkpoint is deleted once two newer ones exist.
+     * NOTE: a URL store has no listing, so the older checkpoint that the
+     * previous attempt kept beside this one stays on the server. */
+    memcpy(t->history.locations[0], location, strlen(location) + 1);
+    t->history.count = 1;
+    return 0;
 }
 
 /* Creates the trainer: from the lease's checkpoint, else from an older one in
