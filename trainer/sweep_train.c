@@ -40,7 +40,6 @@ typedef struct run_ctx {
     const options *opt;
     atomic_int stop;
     FILE *loss_log;
-    long last_logged;
 } run_ctx;
 
 static atomic_int *signal_stop;
@@ -373,7 +372,7 @@ int main(int argc, char **argv)
     if (open_run(&o, &t) != 0)
         return EXIT_ERROR;
 
-    run_ctx ctx = {.opt = &o, .last_logged = 0};
+    run_ctx ctx = {.opt = &o};
     atomic_init(&ctx.stop, 0);
     if (o.loss_log) {
         ctx.loss_log = fopen(o.loss_log, "a");
