@@ -507,6 +507,54 @@ static int too_deep(const char *text, size_t len, int max_depth)
     return 0;
 }
 
+/* Returns the offset of the first NUL byte or invalid UTF-8 sequence, or
+ * len when text is valid UTF-8 (RFC 3629: no overlong forms, no surrogates,
+ * nothing above U+10FFFF) without a NUL byte. JSON text must be UTF-8
+ * (RFC 8259, section 8.1); cJSON does not check, and would store and echo
+ * the bytes, and it cuts strings at a NUL byte without saying so. */
+static size_t utf8_valid_prefix(const unsigned char *text, size_t len)
+{
+    size_t i = 0;
+    while (i < len) {
+        unsigned char b = text[i];
+        if (b == 0)
+            return i;
+        if (b < 0x80) {
+            i++;
+            continue;
+        }
+
+        /* The sequence length and the range of the second byte, which
+         * excludes overlong forms, surrogates and code points past U+10FFFF. */
+        size_t n;
+        unsigned char lo = 0x80, hi = 0xBF;
+        if (b >= 0xC2 && b <= 0xDF) {
+            n = 2;
+        } else if (b >= 0xE0 && b <= 0xEF) {
+            n = 3;
+            if (b == 0xE0)
+                lo = 0xA0;
+            else if (b == 0xED)
+                hi = 0x9F;
+        } else if (b >= 0xF0 && b <= 0xF4) {
+            n = 4;
+            if (b == 0xF0)
+                lo = 0x90;
+            else if (b == 0xF4)
+                hi = 0x8F;
+        } else {
+            return i;
+        }
+        if (len - i < n || text[i + 1] < lo || text[i + 1] > hi)
+            return i;
+        for (size_t k = 2; k < n; k++)
+            if (text[i + k] < 0x80 || text[i + k] > 0xBF)
+                return i;
+        i += n;
+    }
+    return len;
+}
+
 /* Constant-time comparison: the time depends on the lengths only. */
 int server_token_equal(const char *a, const char *b)
 {
@@ -560,6 +608,17 @@ static void process_line(conn *c, char *line, size_t len)
         cJSON_Delete(root);
         reject_and_close(c, NULL, PROTO_ERR_BAD_JSON,
                          "the line is not a valid JSON object; send one JSON object per line");
+        return;
+    }
+    size_t valid = utf8_valid_prefix((const unsigned char *)line, len);
+    if (valid < len) {
+        char what[96];
+        snprintf(what, sizeof(what), "sent a line with a NUL byte or invalid UTF-8 at byte %zu", valid);
+        log_bad_line(c, what, line, len);
+        server_reply_error(c, NULL, PROTO_ERR_BAD_JSON,
+                           "byte %zu of the line is a NUL byte or not valid UTF-8; send UTF-8 JSON", valid);
+        cJSON_Delete(root);
+        server_close_after_flush(c);
         return;
     }
     request req = {.c = c, .root = root, .line = line, .len = len};
