@@ -16,7 +16,7 @@ DEFAULTS = {
     "shampoo": dict(lr=1e-3, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, matrix_eps=1e-6,
                     block_size=128, precondition_every=10, start_preconditioning_step=1,
                     graft="adam", graft_beta2=None, graft_eps=1e-10, nesterov=True,
-                    root_method="eigh", max_precond_dim=4096),
+                    root_method="eigh", max_precond_dim=4096, precondition_async=False),
 }
 
 
@@ -157,8 +157,16 @@ def shampoo_run(hp, w, grads):
                 blk["L"] = b2 * blk["L"] + w2 * gb @ gb.T
                 blk["R"] = b2 * blk["R"] + w2 * gb.T @ gb
                 if k % hp["precondition_every"] == 0:
+                    # Asynchronous: install the roots of the previous
+                    # refresh's snapshot, then snapshot this step's statistics.
+                    source = blk
+                    if hp["precondition_async"]:
+                        source = blk.get("snapshot")
+                        blk["snapshot"] = dict(L=blk["L"].copy(), R=blk["R"].copy())
                     for stat, root in (("L", "PL"), ("R", "PR")):
-                        new_root = inverse_fourth_root(blk[stat], hp["matrix_eps"])
+                        if source is None:
+                            continue
+                        new_root = inverse_fourth_root(source[stat], hp["matrix_eps"])
                         if new_root is not None:
                             blk[root] = new_root
                 d[r0:r1, c0:c1] = blk["PL"] @ gb @ blk["PR"]

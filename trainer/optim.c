@@ -11,8 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "matrix_root.h"
 #include "optim_internal.h"
+#include "optim_roots.h"
 
 #define ARENA_ALIGN_BYTES 64
 
@@ -173,7 +173,9 @@ void optim_free(optimizer *opt)
 {
     if (!opt)
         return;
-    matrix_root_work_free(opt->root_work);
+    optim_roots_free(opt->roots);
+    free(opt->root_tasks);
+    free(opt->async_tasks);
     free(opt->state.base);
     free(opt->scratch.base);
     free(opt->blocks);
@@ -197,6 +199,11 @@ long optim_step_count(const optimizer *opt)
 long optim_rejected_roots(const optimizer *opt)
 {
     return opt->rejected_roots;
+}
+
+int optim_root_threads(const optimizer *opt)
+{
+    return opt->roots ? optim_roots_threads(opt->roots) : 1;
 }
 
 size_t optim_state_bytes(const optimizer *opt)
@@ -224,8 +231,12 @@ int optim_state_import(optimizer *opt, const void *buf, size_t size)
     if (header[0] != (STATE_MAGIC | (uint64_t)opt->cfg.optimizer) || header[1] > (uint64_t)LONG_MAX ||
         header[2] > (uint64_t)LONG_MAX)
         return -1;
+    if (opt->ops->before_import)
+        opt->ops->before_import(opt);
     opt->step_count = (long)header[1];
     opt->rejected_roots = (long)header[2];
     memcpy(opt->state.base, (const unsigned char *)buf + STATE_HEADER_BYTES, opt->state.used_bytes);
+    if (opt->ops->after_import)
+        opt->ops->after_import(opt);
     return 0;
 }

@@ -25,8 +25,11 @@ typedef struct tensor_desc {
 typedef struct optimizer optimizer;
 
 /* Creates an optimizer of kind cfg->optimizer (cfg must be finalized) for
- * n tensors. The table is copied. Returns 0, or -1 with err set (bad
- * hyperparameter, out of memory). */
+ * n tensors. The table is copied. Shampoo computes its roots on as many
+ * threads as OpenBLAS is set to use at this call (trainer_thread_setup, so
+ * --threads), and with precondition_async on one more background thread;
+ * those threads live until optim_free. Returns 0, or -1 with err set (bad
+ * hyperparameter, out of memory, a thread failed to start). */
 int optim_create(optimizer **out, const train_config *cfg, const tensor_desc *tensors, size_t n,
                  char *err, size_t err_size);
 void optim_free(optimizer *opt);
@@ -44,12 +47,18 @@ size_t optim_state_bytes(const optimizer *opt);
 
 /* Serialises the full state (step count included) into buf, which holds
  * optim_state_bytes() bytes; import reverses it. Import returns -1 when the
- * size does not match. */
+ * size does not match. With precondition_async the state includes the
+ * statistics snapshot whose roots are still pending, and import recomputes
+ * those roots on the calling thread before it returns. */
 void optim_state_export(const optimizer *opt, void *buf);
 int optim_state_import(optimizer *opt, const void *buf, size_t size);
 
 /* Counters for reports: roots kept because a new one was not finite or
  * Newton's residual was too large (Shampoo only; 0 for the others). */
 long optim_rejected_roots(const optimizer *opt);
+
+/* Threads that compute a synchronous Shampoo root refresh, the caller
+ * included (1 for the other optimizers). */
+int optim_root_threads(const optimizer *opt);
 
 #endif

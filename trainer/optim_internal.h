@@ -9,6 +9,7 @@
 #define SWEEPD_OPTIM_INTERNAL_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "optim.h"
 
@@ -26,12 +27,17 @@ void *optim_arena_take(optim_arena *arena, size_t bytes);
  * Statistics L (rows x rows), R (cols x cols) and roots PL, PR are dense
  * row-major doubles in the state arena. Only the upper triangle of L and R
  * is maintained; the roots are stored full, and again rounded to float32
- * (PL32, PR32) for the per-step products. */
+ * (PL32, PR32) for the per-step products. With precondition_async the block
+ * also has the statistics snapshot of the last refresh (L_snapshot,
+ * R_snapshot, state) and the roots computed from it (PL_next, PR_next,
+ * scratch); otherwise those are NULL. */
 typedef struct shampoo_block {
     size_t tensor;
     int row0, col0, rows, cols;
     double *L, *R, *PL, *PR;
     float *PL32, *PR32;
+    double *L_snapshot, *R_snapshot;
+    double *PL_next, *PR_next;
 } shampoo_block;
 
 /* Per-tensor state; which pointers are set depends on the kind:
@@ -53,6 +59,11 @@ typedef struct optim_ops {
     /* Sets non-zero initial state (the arenas start zeroed); may be NULL. */
     void (*init)(optimizer *opt);
     void (*step)(optimizer *opt, float *params, float *grads, double lr);
+    /* Called before an import overwrites the state arena and after it did.
+     * Background work finishes in the first, and scratch derived from the
+     * state is rebuilt in the second. Either may be NULL. */
+    void (*before_import)(optimizer *opt);
+    void (*after_import)(optimizer *opt);
 } optim_ops;
 
 struct optimizer {
@@ -75,7 +86,13 @@ struct optimizer {
     float *precond_work;        /* Shampoo preconditioned direction D, max numel */
     float *gram_work;           /* Gb Gb^T or Gb^T Gb of one block, float32 */
     float *product_work;        /* PL * Gb for one block, float32 */
-    struct matrix_root_work *root_work;  /* Shampoo only */
+    /* Shampoo only: the root threads, and one task per root (left and right
+     * of each block, in block order) for the synchronous refresh and for the
+     * asynchronous one. async_pending (state, 0 or 1) is 1 while a snapshot
+     * was taken whose roots are not installed yet. */
+    struct optim_roots *roots;
+    struct optim_root_task *root_tasks, *async_tasks;
+    uint64_t *async_pending;
 };
 
 extern const optim_ops optim_adam_ops;

@@ -13,6 +13,14 @@
  * Gram products and D = PL Gb PR are float32 GEMMs; momenta and graft state
  * are float32. 1-D tensors and matrices with a side longer than
  * max_precond_dim use D = A.
+ *
+ * A step updates every block's statistics first, then refreshes the roots
+ * when due (on the optim_roots pool, or with precondition_async on its
+ * background thread), then computes D and the update tensor by tensor.
+ * precondition_async snapshots the statistics at a refresh step k and
+ * installs the roots computed from them at step k + precondition_every,
+ * waiting there if they are not ready: one period later than the
+ * synchronous rule, and independent of timing.
  */
 #include <math.h>
 #include <stdio.h>
@@ -22,8 +30,8 @@
 #include <cblas.h>
 
 #include "log.h"
-#include "matrix_root.h"
 #include "optim_internal.h"
+#include "optim_roots.h"
 
 static int count_chunks(int length, int block_size)
 {
@@ -73,8 +81,8 @@ static int check_shampoo_config(const train_config *cfg, char *err, size_t err_s
     return 0;
 }
 
-/* Splits every preconditioned matrix into blocks and allocates the root
- * workspace for the largest block side. */
+/* Splits every preconditioned matrix into blocks and starts the root
+ * threads, with workspaces for the largest block side. */
 static int shampoo_plan(optimizer *opt, char *err, size_t err_size)
 {
     const train_config *cfg = &opt->cfg;
@@ -101,12 +109,17 @@ static int shampoo_plan(optimizer *opt, char *err, size_t err_size)
 
     opt->n_blocks = n_blocks;
     opt->blocks = calloc(n_blocks ? n_blocks : 1, sizeof *opt->blocks);
-    opt->root_work = matrix_root_work_create(max_side);
-    if (!opt->blocks || !opt->root_work) {
+    opt->root_tasks = calloc(2 * n_blocks + 1, sizeof *opt->root_tasks);
+    if (cfg->precondition_async)
+        opt->async_tasks = calloc(2 * n_blocks + 1, sizeof *opt->async_tasks);
+    if (!opt->blocks || !opt->root_tasks || (cfg->precondition_async && !opt->async_tasks)) {
         snprintf(err, err_size, "out of memory planning %zu Shampoo blocks (largest side %d)", n_blocks,
                  max_side);
         return -1;
     }
+    if (optim_roots_create(&opt->roots, openblas_get_num_threads(), cfg->precondition_async, max_side,
+                           cfg->root_method, cfg->matrix_eps, err, err_size) < 0)
+        return -1;
 
     for (size_t i = 0; i < opt->n_tensors; i++) {
         const tensor_desc *td = &opt->tensors[i];
@@ -158,12 +171,20 @@ static void shampoo_carve(optimizer *opt, optim_arena *state, optim_arena *scrat
         b->PR = optim_arena_take(state, square_bytes(b->cols));
         b->PL32 = optim_arena_take(state, square_bytes(b->rows) / 2);
         b->PR32 = optim_arena_take(state, square_bytes(b->cols) / 2);
+        if (opt->cfg.precondition_async) {
+            b->L_snapshot = optim_arena_take(state, square_bytes(b->rows));
+            b->R_snapshot = optim_arena_take(state, square_bytes(b->cols));
+            b->PL_next = optim_arena_take(scratch, square_bytes(b->rows));
+            b->PR_next = optim_arena_take(scratch, square_bytes(b->cols));
+        }
         size_t size = (size_t)b->rows * (size_t)b->cols;
         max_block = size > max_block ? size : max_block;
         int side = b->rows > b->cols ? b->rows : b->cols;
         max_square = (size_t)side * side > max_square ? (size_t)side * side : max_square;
     }
 
+    if (opt->cfg.precondition_async)
+        opt->async_pending = optim_arena_take(state, sizeof(uint64_t));
     opt->graft_work = optim_arena_take(scratch, opt->max_numel * sizeof(float));
     opt->precond_work = optim_arena_take(scratch, opt->max_numel * sizeof(float));
     opt->nu_work = optim_arena_take(scratch, opt->max_numel * sizeof(float));
@@ -196,6 +217,13 @@ static void shampoo_init(optimizer *opt)
         set_scaled_identity(b->PR, b->cols, 1.0);
         round_root(b->PL32, b->PL, b->rows);
         round_root(b->PR32, b->PR, b->cols);
+
+        opt->root_tasks[2 * i] = (optim_root_task){.stat = b->L, .n = b->rows, .out = b->PL, .out32 = b->PL32};
+        opt->root_tasks[2 * i + 1] = (optim_root_task){.stat = b->R, .n = b->cols, .out = b->PR, .out32 = b->PR32};
+        if (opt->async_tasks) {
+            opt->async_tasks[2 * i] = (optim_root_task){.stat = b->L_snapshot, .n = b->rows, .out = b->PL_next};
+            opt->async_tasks[2 * i + 1] = (optim_root_task){.stat = b->R_snapshot, .n = b->cols, .out = b->PR_next};
+        }
     }
 }
 
@@ -260,8 +288,9 @@ static const float *graft_direction(optimizer *opt, size_t index, const float *g
     return g;
 }
 
-static void note_rejected_root(optimizer *opt, const shampoo_block *b, const char *side, double residual)
+static void note_rejected_root(optimizer *opt, size_t task, double residual)
 {
+    const shampoo_block *b = &opt->blocks[task / 2];
     opt->rejected_roots++;
     /* Log the first rejection and then every power of two, so a persistent
      * failure stays visible without one line per block and step. */
@@ -269,7 +298,17 @@ static void note_rejected_root(optimizer *opt, const shampoo_block *b, const cha
     if ((count & (count - 1)) == 0)
         log_warn("shampoo", "step=%ld tensor=%s block=(%d,%d) side=%s rejected_roots=%ld residual=%g "
                  "root not finite or not converged; keeping the previous root",
-                 opt->step_count, opt->tensors[b->tensor].name, b->row0, b->col0, side, count, residual);
+                 opt->step_count, opt->tensors[b->tensor].name, b->row0, b->col0, task % 2 ? "right" : "left",
+                 count, residual);
+}
+
+/* Counts and logs the rejected roots of a finished batch, in task order, so
+ * the counter and the log do not depend on which thread computed what. */
+static void count_rejections(optimizer *opt, const optim_root_task *tasks)
+{
+    for (size_t i = 0; i < 2 * opt->n_blocks; i++)
+        if (tasks[i].rejected)
+            note_rejected_root(opt, i, tasks[i].residual);
 }
 
 /* Adds w2 * gram (float32, n x n, upper triangle) to b2 * stat (double). */
@@ -280,37 +319,89 @@ static void accumulate_statistic(double *stat, const float *gram, int n, double 
             stat[(size_t)i * n + j] = b2 * stat[(size_t)i * n + j] + w2 * gram[(size_t)i * n + j];
 }
 
-/* Updates one block's statistics (and roots when due), then writes
- * D = PL Gb PR into the block's place in d (float, tensor layout).
- * The Gram products and D run every step, so they are float32 GEMMs read
- * straight from the gradient (leading dimension cols). The statistics
- * accumulate and the roots are computed in double. */
-static void precondition_block(optimizer *opt, shampoo_block *b, const float *g, float *d, int cols,
-                               int refresh_roots)
+/* L = b2 L + w2 Gb Gb^T and R = b2 R + w2 Gb^T Gb for every block, upper
+ * triangles only. The Gram products run every step, so they are float32
+ * SYRKs read straight from the gradient; the sums accumulate in double. */
+static void update_statistics(optimizer *opt, const float *grads)
 {
-    const train_config *cfg = &opt->cfg;
-    double b2 = cfg->b2, w2 = cfg->b2 == 1.0 ? 1.0 : 1.0 - cfg->b2;
+    double b2 = opt->cfg.b2, w2 = opt->cfg.b2 == 1.0 ? 1.0 : 1.0 - opt->cfg.b2;
+    float *gram = opt->gram_work;
+
+    for (size_t i = 0; i < opt->n_blocks; i++) {
+        shampoo_block *b = &opt->blocks[i];
+        const tensor_desc *td = &opt->tensors[b->tensor];
+        const float *gb = grads + td->offset + (size_t)b->row0 * td->cols + b->col0;
+        int rb = b->rows, cb = b->cols;
+
+        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasNoTrans, rb, cb, 1.0f, gb, td->cols, 0.0f, gram, rb);
+        accumulate_statistic(b->L, gram, rb, b2, w2);
+        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, cb, rb, 1.0f, gb, td->cols, 0.0f, gram, cb);
+        accumulate_statistic(b->R, gram, cb, b2, w2);
+    }
+}
+
+/* Copies the upper triangle of the n x n src into dst. */
+static void copy_upper(double *dst, const double *src, int n)
+{
+    for (int i = 0; i < n; i++)
+        memcpy(dst + (size_t)i * n + i, src + (size_t)i * n + i, (size_t)(n - i) * sizeof(double));
+}
+
+/* Installs the roots of the pending snapshot, waiting for them if needed. A
+ * rejected root keeps the installed one, as in the synchronous refresh. */
+static void install_async_roots(optimizer *opt)
+{
+    optim_roots_wait(opt->roots);
+    for (size_t i = 0; i < opt->n_blocks; i++) {
+        shampoo_block *b = &opt->blocks[i];
+        if (!opt->async_tasks[2 * i].rejected) {
+            memcpy(b->PL, b->PL_next, square_bytes(b->rows));
+            round_root(b->PL32, b->PL, b->rows);
+        }
+        if (!opt->async_tasks[2 * i + 1].rejected) {
+            memcpy(b->PR, b->PR_next, square_bytes(b->cols));
+            round_root(b->PR32, b->PR, b->cols);
+        }
+    }
+    count_rejections(opt, opt->async_tasks);
+    *opt->async_pending = 0;
+}
+
+/* Snapshots the statistics and starts their roots on the background thread. */
+static void launch_async_roots(optimizer *opt)
+{
+    for (size_t i = 0; i < opt->n_blocks; i++) {
+        shampoo_block *b = &opt->blocks[i];
+        copy_upper(b->L_snapshot, b->L, b->rows);
+        copy_upper(b->R_snapshot, b->R, b->cols);
+    }
+    *opt->async_pending = 1;
+    optim_roots_start(opt->roots, opt->async_tasks, 2 * opt->n_blocks);
+}
+
+/* The background thread reads the snapshots that an import overwrites. */
+static void shampoo_before_import(optimizer *opt)
+{
+    if (opt->async_tasks)
+        optim_roots_wait(opt->roots);
+}
+
+/* A checkpoint taken between a snapshot and its install contains the
+ * snapshot. Its roots are recomputed here by the background thread's code,
+ * so the install step gets the same bits as an uninterrupted run. */
+static void shampoo_after_import(optimizer *opt)
+{
+    if (opt->async_tasks && *opt->async_pending)
+        optim_roots_run_here(opt->roots, opt->async_tasks, 2 * opt->n_blocks);
+}
+
+/* Writes D = PL Gb PR into the block's place in d (float, tensor layout).
+ * Both products are float32 GEMMs because they run every step. */
+static void precondition_block(optimizer *opt, const shampoo_block *b, const float *g, float *d, int cols)
+{
     int rb = b->rows, cb = b->cols;
     const float *gb = g + (size_t)b->row0 * cols + b->col0;
-    float *gram = opt->gram_work, *product = opt->product_work;
-
-    /* L = b2 L + w2 Gb Gb^T and R = b2 R + w2 Gb^T Gb, upper triangles. */
-    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasNoTrans, rb, cb, 1.0f, gb, cols, 0.0f, gram, rb);
-    accumulate_statistic(b->L, gram, rb, b2, w2);
-    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, cb, rb, 1.0f, gb, cols, 0.0f, gram, cb);
-    accumulate_statistic(b->R, gram, cb, b2, w2);
-
-    if (refresh_roots) {
-        double residual = 0.0;
-        if (matrix_root_inverse_fourth(opt->root_work, cfg->root_method, b->L, rb, cfg->matrix_eps, b->PL,
-                                       &residual) < 0)
-            note_rejected_root(opt, b, "left", residual);
-        if (matrix_root_inverse_fourth(opt->root_work, cfg->root_method, b->R, cb, cfg->matrix_eps, b->PR,
-                                       &residual) < 0)
-            note_rejected_root(opt, b, "right", residual);
-        round_root(b->PL32, b->PL, rb);
-        round_root(b->PR32, b->PR, cb);
-    }
+    float *product = opt->product_work;
 
     /* product = PL Gb (rb x cb), then D = product PR into d. */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rb, cb, rb, 1.0f, b->PL32, rb, gb, cols, 0.0f,
@@ -329,6 +420,16 @@ static void shampoo_step(optimizer *opt, float *params, float *grads, double lr)
     float decay = (float)(1.0 - lr * cfg->weight_decay);
     float step_size = (float)lr;
 
+    update_statistics(opt, grads);
+    if (refresh_roots && opt->async_tasks) {
+        if (*opt->async_pending)
+            install_async_roots(opt);
+        launch_async_roots(opt);
+    } else if (refresh_roots) {
+        optim_roots_run(opt->roots, opt->root_tasks, 2 * opt->n_blocks);
+        count_rejections(opt, opt->root_tasks);
+    }
+
     for (size_t i = 0; i < opt->n_tensors; i++) {
         const tensor_desc *td = &opt->tensors[i];
         optim_slot *slot = &opt->slots[i];
@@ -345,7 +446,7 @@ static void shampoo_step(optimizer *opt, float *params, float *grads, double lr)
         if (slot->preconditioned) {
             for (size_t bi = 0; bi < slot->n_blocks; bi++)
                 precondition_block(opt, &opt->blocks[slot->first_block + bi], g, opt->precond_work,
-                                   td->cols, refresh_roots);
+                                   td->cols);
             d = opt->precond_work;
         }
         if (cfg->graft != GRAFT_NONE) {
@@ -374,4 +475,6 @@ const optim_ops optim_shampoo_ops = {
     .carve = shampoo_carve,
     .init = shampoo_init,
     .step = shampoo_step,
+    .before_import = shampoo_before_import,
+    .after_import = shampoo_after_import,
 };

@@ -2,7 +2,7 @@
 tests/optim_reference.py, step by step, for every optimizer and the Shampoo
 settings that take different code paths (blocks, grafts, nesterov, b2 == 1,
 weight decay, 1-D tensors, max_precond_dim, start_preconditioning_step,
-precondition_every, eigh and newton roots).
+precondition_every, eigh and newton roots, and the asynchronous refresh).
 
 Tolerance: |c - r| <= TOLERANCE * max(1, |r|) per value. The C code keeps
 parameters and momenta in float32, so a few steps drift by about 1e-7
@@ -62,6 +62,12 @@ CASES = [
     # The published sweep's combination: Shampoo grafted onto SM3, heavy ball.
     ("shampoo", {"graft": "sm3", "nesterov": False, "b2": 0.99, "precondition_every": 1}, (3, 2)),
     ("shampoo", {"graft": "sm3", "nesterov": False, "b2": 0.99, "graft_beta2": 1.0}, (2, 2)),
+    # precondition_async: roots of the statistics at refresh step k are used
+    # from step k + precondition_every on.
+    ("shampoo", {"precondition_every": 1, "precondition_async": True}, (3, 2)),
+    ("shampoo", {"precondition_every": 2, "precondition_async": True, "block_size": 2}, (3, 2)),
+    ("shampoo", {"graft": "sm3", "nesterov": False, "b2": 0.99, "precondition_every": 1,
+                 "precondition_async": True}, (3, 2)),
 ]
 
 

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cblas.h>
+
 #include "check.h"
 #include "hparams.h"
 #include "optim.h"
@@ -162,6 +164,94 @@ static void test_resume_bit_exact(void)
     check_resume(OPT_SHAMPOO, shampoo_newton);
 }
 
+/* With precondition_async, a state exported between a refresh and the
+ * install of its roots carries the snapshot, and the importer recomputes
+ * those roots. Exporting after 3 steps with precondition_every 2 catches the
+ * snapshot of step 2 in flight. */
+static void test_async_resume_bit_exact(void)
+{
+    static const char *const async_blocks[] = {"precondition_async", "true", "precondition_every", "2",
+                                               "block_size", "2", NULL};
+    static const char *const async_every[] = {"precondition_async", "true", "precondition_every", "1",
+                                              "graft", "sm3", "nesterov", "false", NULL};
+    static const char *const async_newton[] = {"precondition_async", "true", "precondition_every", "3",
+                                               "root_method", "newton", NULL};
+    check_resume(OPT_SHAMPOO, async_blocks);
+    check_resume(OPT_SHAMPOO, async_every);
+    check_resume(OPT_SHAMPOO, async_newton);
+}
+
+/* Runs 6 Shampoo steps with the root threads that OpenBLAS's thread count
+ * gives at creation and writes the parameters into w. */
+static void run_shampoo_threads(const char *const *settings, int threads, float *w, int *root_threads)
+{
+    train_config cfg = make_config(OPT_SHAMPOO, settings);
+    optimizer *opt = NULL;
+    char err[256];
+
+    openblas_set_num_threads(threads);
+    int rc = optim_create(&opt, &cfg, TENSORS, N_TENSORS, err, sizeof err);
+    if (rc != 0)
+        fprintf(stderr, "optim_create: %s\n", err);
+    CHECK(rc == 0);
+    if (!opt)
+        return;
+    *root_threads = optim_root_threads(opt);
+    fill_values(w, N_PARAMS, 5);
+    for (unsigned s = 0; s < 6; s++) {
+        float g[N_PARAMS];
+        fill_values(g, N_PARAMS, 200 + s);
+        optim_step(opt, w, g, 0.01);
+    }
+    optim_free(opt);
+}
+
+/* Roots computed on a pool of 3 threads equal the single-threaded ones bit
+ * for bit, because each root is computed by the same code on the same
+ * statistic. Six blocks give each thread work on every refresh. */
+static void test_root_pool_matches_serial(void)
+{
+    static const char *const eigh[] = {"block_size", "2", "precondition_every", "1", NULL};
+    static const char *const newton[] = {"block_size", "2", "precondition_every", "2", "root_method", "newton",
+                                         NULL};
+    static const char *const async[] = {"block_size", "2", "precondition_every", "1", "precondition_async",
+                                        "true", NULL};
+    const char *const *cases[] = {eigh, newton, async};
+    int blas_threads = openblas_get_num_threads();
+
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        float serial[N_PARAMS], pooled[N_PARAMS];
+        int serial_threads = 0, pooled_threads = 0;
+        run_shampoo_threads(cases[c], 1, serial, &serial_threads);
+        run_shampoo_threads(cases[c], 3, pooled, &pooled_threads);
+        CHECK(serial_threads == 1);
+        CHECK(pooled_threads == 3);
+        int same = memcmp(serial, pooled, sizeof serial) == 0;
+        if (!same)
+            fprintf(stderr, "root pool case %zu differs from the serial run\n", c);
+        CHECK(same);
+    }
+    openblas_set_num_threads(blas_threads);
+}
+
+/* Asynchronous roots arrive one period late, so the run must differ from
+ * the synchronous one. tests/integration/test_optim_trace.py checks the
+ * exact values against the numpy reference. */
+static void test_async_differs_from_sync(void)
+{
+    static const char *const sync[] = {"block_size", "2", "precondition_every", "1", NULL};
+    static const char *const async[] = {"block_size", "2", "precondition_every", "1", "precondition_async",
+                                        "true", NULL};
+    float w_sync[N_PARAMS], w_async[N_PARAMS];
+    int threads = 0;
+    int blas_threads = openblas_get_num_threads();
+
+    run_shampoo_threads(sync, 1, w_sync, &threads);
+    run_shampoo_threads(async, 1, w_async, &threads);
+    CHECK(memcmp(w_sync, w_async, sizeof w_sync) != 0);
+    openblas_set_num_threads(blas_threads);
+}
+
 static void test_state_import_wrong_kind(void)
 {
     train_config adam = make_config(OPT_ADAM, NULL);
@@ -212,6 +302,9 @@ int main(void)
     test_adam_first_step();
     test_adamw_decay_only();
     test_resume_bit_exact();
+    test_async_resume_bit_exact();
+    test_root_pool_matches_serial();
+    test_async_differs_from_sync();
     test_state_import_wrong_kind();
     test_create_rejects_invalid();
     return check_report("test_optim");
