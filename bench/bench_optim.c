@@ -11,7 +11,17 @@
  * precondition_every P costs t_plain + (t_refresh - t_plain) / P per step.
  * overhead(X) = (t_opt(X) - t_opt(adam)) / (t_fb + t_opt(adam)).
  *
+ * The asynchronous refresh overlaps forward and backward, which the split
+ * cannot see, so --end-to-end STEPS times whole training steps instead: the
+ * mean step time over STEPS steps (a multiple of 10, so every window holds
+ * the same number of refreshes), median of the repeats, for adam and for
+ * Shampoo synchronous and asynchronous at precondition_every 1 and 10.
+ *
+ * --threads N sets OpenBLAS's threads for every optimizer alike, as
+ * sweep-train --threads does, and so the number of Shampoo root threads.
+ *
  *   bench_optim [--batch B] [--repeats N] [--root-method eigh|newton]
+ *               [--threads N] [--end-to-end STEPS]
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +31,7 @@
 #include "hparams.h"
 #include "model.h"
 #include "optim.h"
+#include "trainer.h"
 
 #define M_LAYERS 4
 #define M_D_MODEL 128
@@ -119,7 +130,7 @@ static int time_optimizer(gpt_model *m, const train_config *cfg, int repeats, do
     return 0;
 }
 
-static int make_config(train_config *cfg, const char *kind, int every, const char *root_method)
+static int make_config(train_config *cfg, const char *kind, int every, const char *root_method, int async)
 {
     char err[256], every_text[32];
     train_config_defaults(cfg);
@@ -127,6 +138,7 @@ static int make_config(train_config *cfg, const char *kind, int every, const cha
     if (train_config_set(cfg, "optimizer", kind, err, sizeof err) < 0 ||
         train_config_set(cfg, "precondition_every", every_text, err, sizeof err) < 0 ||
         train_config_set(cfg, "root_method", root_method, err, sizeof err) < 0 ||
+        train_config_set(cfg, "precondition_async", async ? "true" : "false", err, sizeof err) < 0 ||
         train_config_finalize(cfg, err, sizeof err) < 0) {
         fprintf(stderr, "bench_optim: %s\n", err);
         return -1;
@@ -134,9 +146,82 @@ static int make_config(train_config *cfg, const char *kind, int every, const cha
     return 0;
 }
 
+/* Times whole training steps (forward, zero_grad, backward, optimizer
+ * step) of cfg: one warm-up step, then repeats windows of steps steps.
+ * Writes the median over windows of the mean step time. The model's
+ * parameters are restored afterwards. */
+static int time_training(gpt_model *m, const train_config *cfg, int steps, int repeats, double *step_out)
+{
+    char err[256];
+    optimizer *opt = NULL;
+    if (optim_create(&opt, cfg, m->tensors, m->n_tensors, err, sizeof err) < 0) {
+        fprintf(stderr, "bench_optim: %s\n", err);
+        return -1;
+    }
+    float *params = malloc(m->num_params * sizeof(float));
+    if (!params) {
+        fprintf(stderr, "bench_optim: out of memory\n");
+        optim_free(opt);
+        return -1;
+    }
+    memcpy(params, m->params, m->num_params * sizeof(float));
+
+    double samples[64];
+    for (int r = -1; r < repeats; r++) {
+        int count = r < 0 ? 1 : steps;
+        double start = now_seconds();
+        for (int s = 0; s < count; s++) {
+            model_forward(m);
+            model_zero_grad(m);
+            model_backward(m);
+            optim_step(opt, m->params, m->grads, cfg->lr);
+        }
+        if (r >= 0)
+            samples[r] = (now_seconds() - start) / count;
+    }
+    *step_out = median(samples, repeats);
+    if (optim_rejected_roots(opt) > 0)
+        fprintf(stderr, "bench_optim: %ld roots rejected\n", optim_rejected_roots(opt));
+
+    memcpy(m->params, params, m->num_params * sizeof(float));
+    free(params);
+    optim_free(opt);
+    return 0;
+}
+
+static int run_end_to_end(gpt_model *m, int batch, int steps, int repeats, int threads, const char *root_method)
+{
+    static const struct {
+        const char *label;
+        const char *kind;
+        int every, async;
+    } runs[] = {
+        {"adam", "adam", 10, 0},
+        {"shampoo every 1", "shampoo", 1, 0},
+        {"shampoo every 10", "shampoo", 10, 0},
+        {"shampoo async every 1", "shampoo", 1, 1},
+        {"shampoo async every 10", "shampoo", 10, 1},
+    };
+    double step_s[sizeof runs / sizeof runs[0]];
+    train_config cfg;
+
+    for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++)
+        if (make_config(&cfg, runs[i].kind, runs[i].every, root_method, runs[i].async) < 0 ||
+            time_training(m, &cfg, steps, repeats, &step_s[i]) < 0)
+            return -1;
+
+    printf("config M, batch %d, %zu parameters, root_method %s, threads %d, end to end: mean of %d steps, "
+           "median of %d\n", batch, m->num_params, root_method, threads, steps, repeats);
+    printf("  %-8s %-24s %10s %10s\n", "batch", "optimizer", "step ms", "overhead");
+    for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++)
+        printf("  %-8d %-24s %10.1f %9.1f%%\n", batch, runs[i].label, 1e3 * step_s[i],
+               100.0 * (step_s[i] - step_s[0]) / step_s[0]);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
-    int batch = 16, repeats = 7;
+    int batch = 16, repeats = 7, threads = 1, end_to_end_steps = 0;
     const char *root_method = "eigh";
     for (int i = 1; i + 1 < argc; i += 2) {
         if (strcmp(argv[i], "--batch") == 0)
@@ -145,15 +230,23 @@ int main(int argc, char **argv)
             repeats = atoi(argv[i + 1]);
         else if (strcmp(argv[i], "--root-method") == 0)
             root_method = argv[i + 1];
+        else if (strcmp(argv[i], "--threads") == 0)
+            threads = atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--end-to-end") == 0)
+            end_to_end_steps = atoi(argv[i + 1]);
         else {
-            fprintf(stderr, "usage: bench_optim [--batch B] [--repeats N] [--root-method eigh|newton]\n");
+            fprintf(stderr, "usage: bench_optim [--batch B] [--repeats N] [--root-method eigh|newton] "
+                            "[--threads N] [--end-to-end STEPS]\n");
             return 2;
         }
     }
-    if (batch < 1 || repeats < 1 || repeats > 64) {
-        fprintf(stderr, "bench_optim: invalid --batch %d or --repeats %d (1..64)\n", batch, repeats);
+    if (batch < 1 || repeats < 1 || repeats > 64 || threads < 1 || threads > 256 || end_to_end_steps < 0 ||
+        end_to_end_steps % 10 != 0) {
+        fprintf(stderr, "bench_optim: invalid --batch %d, --repeats %d (1..64), --threads %d (1..256) or "
+                        "--end-to-end %d (a multiple of 10)\n", batch, repeats, threads, end_to_end_steps);
         return 2;
     }
+    trainer_thread_setup(threads);
 
     char err[256];
     gpt_model m;
@@ -169,6 +262,12 @@ int main(int argc, char **argv)
         m.targets[i] = (uint8_t)(32 + (state >> 8) % 95);
     }
 
+    if (end_to_end_steps > 0) {
+        int rc = run_end_to_end(&m, batch, end_to_end_steps, repeats, threads, root_method);
+        model_free(&m);
+        return rc < 0 ? 1 : 0;
+    }
+
     /* One warm-up pass, then the timed ones. */
     time_forward_backward(&m, 1);
     double t_fb = time_forward_backward(&m, repeats);
@@ -176,11 +275,11 @@ int main(int argc, char **argv)
     train_config cfg;
     double t_adam = 0, t_sm3 = 0, t_plain = 0, t_refresh = 0;
     int rc = 0;
-    rc |= make_config(&cfg, "adam", 10, root_method) || time_optimizer(&m, &cfg, repeats, NULL, &t_adam);
-    rc |= make_config(&cfg, "sm3", 10, root_method) || time_optimizer(&m, &cfg, repeats, NULL, &t_sm3);
-    rc |= make_config(&cfg, "shampoo", 1, root_method) ||
+    rc |= make_config(&cfg, "adam", 10, root_method, 0) || time_optimizer(&m, &cfg, repeats, NULL, &t_adam);
+    rc |= make_config(&cfg, "sm3", 10, root_method, 0) || time_optimizer(&m, &cfg, repeats, NULL, &t_sm3);
+    rc |= make_config(&cfg, "shampoo", 1, root_method, 0) ||
           time_optimizer(&m, &cfg, repeats, NULL, &t_refresh);
-    rc |= make_config(&cfg, "shampoo", 1000, root_method) ||
+    rc |= make_config(&cfg, "shampoo", 1000, root_method, 0) ||
           time_optimizer(&m, &cfg, repeats, &t_plain, NULL);
     if (rc) {
         model_free(&m);
@@ -188,8 +287,8 @@ int main(int argc, char **argv)
     }
 
     double base = t_fb + t_adam;
-    printf("config M, batch %d, %zu parameters, root_method %s, medians of %d\n", batch, m.num_params,
-           root_method, repeats);
+    printf("config M, batch %d, %zu parameters, root_method %s, threads %d, medians of %d\n", batch,
+           m.num_params, root_method, threads, repeats);
     printf("  forward+backward %.1f ms, adam step %.2f ms, sm3 step %.2f ms\n", 1e3 * t_fb, 1e3 * t_adam,
            1e3 * t_sm3);
     printf("  shampoo step %.2f ms without root refresh, %.2f ms with one\n", 1e3 * t_plain, 1e3 * t_refresh);
