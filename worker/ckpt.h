@@ -33,7 +33,7 @@ typedef struct ckpt_history {
 } ckpt_history;
 
 /* Configures a directory store (url NULL) or a URL store (dir NULL).
- * staging_dir holds temporaries for URL uploads and downloads. A directory is
+ * staging_dir contains temporaries for URL uploads and downloads. A directory is
  * created and made absolute. Returns 0, or -1 with err set for a target
  * containing "..", a URL that is not http(s) or a directory that cannot be
  * created. */

@@ -2,10 +2,10 @@
  * loop, newline-delimited lines in and out, and reconnects with exponential
  * backoff and jitter whenever the stream fails or closes.
  *
- * The connection knows nothing about the protocol: the session gets
- * on_open, one on_line per received line, and on_close; it calls conn_send
- * and, after a successful hello, conn_reset_backoff. Incoming lines are bounded
- * by PROTO_MAX_LINE_BYTES through common/linebuf.h.
+ * The connection does not parse the protocol. The session gets on_open, one
+ * on_line per received line and on_close. It calls conn_send and, after a
+ * successful hello, conn_reset_backoff. Incoming lines are bounded by
+ * PROTO_MAX_LINE_BYTES through common/linebuf.h.
  */
 #ifndef SWEEPD_WORKER_CONN_H
 #define SWEEPD_WORKER_CONN_H
@@ -39,7 +39,7 @@ struct conn {
         uv_pipe_t pipe;
         uv_tcp_t tcp;
     } sock;
-    int sock_initialized;    /* sock holds an initialized handle not yet closed */
+    int sock_initialized;    /* sock is an initialized handle, not yet closed */
     uv_connect_t connect_req;
     uv_getaddrinfo_t resolve_req;
     uv_timer_t retry_timer;

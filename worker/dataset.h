@@ -2,7 +2,7 @@
  *
  * A plain path is used where it is. A file:// URL becomes its path. An
  * http:// or https:// URL is downloaded once into CACHE_DIR/datasets/, under
- * the SHA-256 of the URL as the file name; later trials find it there without
+ * the SHA-256 of the URL as the file name. Later trials find it there without
  * touching the network. Downloads are atomic (see http_get_file), so workers
  * sharing a cache never see or produce a partial file.
  */

@@ -120,7 +120,7 @@ static void send_hello(session *s)
         ok = cJSON_AddStringToObject(msg, "token", s->opt.token) != NULL;
 
     /* After a reconnect, re-present the held lease so the daemon keeps the
-     * trial with this worker (or says it is stale). */
+     * trial with this worker or rejects the lease as stale. */
     if (ok && s->has_trial && !s->dropped) {
         cJSON *leases = cJSON_AddArrayToObject(msg, "leases");
         cJSON *held = cJSON_CreateObject();

@@ -176,9 +176,13 @@ static void run_thread(void *arg)
         finish(t, TRIAL_FAILED, NULL, err);
         return;
     }
+    const char *origin = "local file";
+    if (source.cache_hit)
+        origin = "cache hit";
+    else if (source.downloaded)
+        origin = "downloaded";
     log_info("trial", "sweep=%lld trial=%lld attempt=%lld dataset %s (%s)", t->sweep, t->id,
-             t->attempt, source.path,
-             source.cache_hit ? "cache hit" : source.downloaded ? "downloaded" : "local file");
+             t->attempt, source.path, origin);
 
     trainer *tr = NULL;
     if (open_trainer(t, source.path, &tr, err, sizeof(err)) != 0) {

@@ -87,9 +87,9 @@ int trial_start(trial *t, uv_loop_t *loop, uv_async_cb on_wake, void *data);
 /* Moves what the thread queued into report (points become the caller's). */
 void trial_take(trial *t, trial_report *report);
 
-/* Joins the thread (call only after the outcome is no longer RUNNING, or
- * after setting stop) and closes the async handle; close_cb runs when the
- * handle is closed, after which t may be freed. */
+/* Joins the thread and closes the async handle. Call it only once the outcome
+ * is no longer RUNNING or after setting stop, because the join waits for the
+ * thread. close_cb runs when the handle is closed; t may be freed after it. */
 void trial_finish(trial *t, uv_close_cb close_cb);
 
 /* Formats a loss as the protocol wants it for the "loss" string of

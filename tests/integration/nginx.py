@@ -1,5 +1,5 @@
 """A throwaway nginx on a loopback port for the worker's HTTP tests, plus a
-server that accepts connections and never answers.
+server that accepts connections and never sends a reply.
 
     with Nginx(data_dir) as web:
         web.url("/data/tiny.txt")      # GET from data_dir

@@ -1,9 +1,10 @@
 """sweep-worker with datasets and checkpoints over HTTP from a throwaway
-nginx on loopback (WebDAV PUT/GET/DELETE), against a real sweepd: a cached
-download with a SHA-256 check, checkpoints PUT to a URL and a resume from
-one on another worker, and the failures a worker must report clearly while
-the daemon keeps going: a 500 reply, a stalled server, a wrong digest and a
-checkpoint server that rejects every PUT.
+nginx on loopback (WebDAV PUT/GET/DELETE), against a real sweepd.
+
+Cases: a cached download with a SHA-256 check, checkpoints PUT to a URL and a
+resume from one on another worker. Then the failures a worker must report
+clearly while the daemon keeps going: a 500 reply, a stalled server, a wrong
+digest and a checkpoint server that rejects every PUT.
 """
 
 import hashlib
@@ -72,7 +73,8 @@ def test_dataset_cache_and_checkpoint_urls():
 
 
 def failed_trial(root, dataset_url, *worker_args, **params):
-    """Run one trial that must fail; return (error, worker log, daemon still answering)."""
+    """Run one trial that must fail; return (error, worker log, status reply
+    that shows the daemon still serves requests)."""
     with Daemon() as d:
         sweep = dict(spec(dataset_url, 50, **params), max_failures=1)
         Client(d.socket_path).ok("submit", spec=sweep)
@@ -111,7 +113,8 @@ def test_dataset_digest_mismatch_fails_trial():
     make_dataset(root)
     with Nginx(root) as web:
         error, _, _ = failed_trial(root, web.url("/data/tiny.txt"), dataset_sha256="0" * 64)
-        assert "SHA-256 is" in error and "0" * 64 in error, error
+        assert "SHA-256 is" in error, error
+        assert "0" * 64 in error, error
         # The bad download does not stay in the cache.
         assert os.listdir(os.path.join(root, "cache-w", "datasets")) == []
 

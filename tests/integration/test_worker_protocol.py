@@ -17,8 +17,7 @@ from test_worker_sweep import TINY, make_dataset
 
 
 class ScriptedConn:
-    """One accepted worker connection. expect() returns the next request with
-    the given op, answering heartbeats on the way."""
+    """One accepted worker connection, read and written by the test."""
 
     def __init__(self, sock):
         self.sock = sock
@@ -69,7 +68,7 @@ class ScriptedDaemon:
         self.listener.settimeout(harness.scaled(30))
 
     def accept(self, heartbeat_timeout_ms=30000, **hello_fields):
-        """Accept a worker and answer its hello; returns (conn, hello)."""
+        """Accept a worker and reply ok to its hello; returns (conn, hello)."""
         sock, _ = self.listener.accept()
         conn = ScriptedConn(sock)
         hello = conn.expect("hello")
@@ -122,7 +121,8 @@ def test_stale_lease_after_reconnect_drops_trial():
     w.wait_log(r"sweep=1 trial=1 attempt=1 dropped: stale_lease")
     # Nothing more about the trial: the next request is a new lease.
     request = again.recv()
-    assert request["op"] == "lease" and request["wait"] is True, request
+    assert request["op"] == "lease", request
+    assert request["wait"] is True, request
     w.proc.send_signal(signal.SIGTERM)
     again.reply(again.expect("bye"))
     assert w.wait(30) == 0, w.log_text(40)

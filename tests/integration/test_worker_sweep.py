@@ -1,7 +1,8 @@
-"""sweep-worker against a real sweepd and real training on a tiny model:
-a sweep run by two workers, SIGTERM mid-trial with a bit-identical resume on
-another worker (checked against an uninterrupted sweep-train run), SIGKILL
-mid-trial with a requeue, and SIGKILL of sweepd mid-sweep followed by a
+"""sweep-worker against a real sweepd and real training on a tiny model.
+
+Cases: a sweep run by two workers; SIGTERM mid-trial with a bit-identical
+resume on another worker, checked against an uninterrupted sweep-train run;
+SIGKILL mid-trial with a requeue; SIGKILL of sweepd mid-sweep followed by a
 restart that loses nothing and counts nothing twice. Every wait is on a log
 line or a process exit.
 """
@@ -148,7 +149,8 @@ def test_sigkill_requeues_to_other_worker():
         assert rescuer.wait(90) == 0, rescuer.log_text(40)
         rescuer.check_sanitizers()
         (_, state, attempt, final_loss, _), = trials(d)
-        assert state == "completed" and attempt == 2, (state, attempt)
+        assert state == "completed", state
+        assert attempt == 2, attempt
         assert final_loss is not None
 
 

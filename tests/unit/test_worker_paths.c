@@ -55,7 +55,8 @@ static void test_mkdirs_and_older(void)
     CHECK(paths_mkdirs(dir) == 0);
     CHECK(paths_mkdirs(dir) == 0);
     struct stat st;
-    CHECK(stat(dir, &st) == 0 && S_ISDIR(st.st_mode));
+    CHECK(stat(dir, &st) == 0);
+    CHECK(S_ISDIR(st.st_mode));
 
     long steps[] = {10, 20, 30, 5};
     for (int i = 0; i < 4; i++) {
@@ -92,11 +93,14 @@ static void test_backoff(void)
      * and never drops below half of its nominal value. */
     for (unsigned r = 0; r < 1000; r += 37) {
         unsigned d0 = conn_backoff_ms(0, 100, 10000, r);
-        CHECK(d0 >= 50 && d0 <= 100);
+        CHECK(d0 >= 50);
+        CHECK(d0 <= 100);
         unsigned d3 = conn_backoff_ms(3, 100, 10000, r);
-        CHECK(d3 >= 400 && d3 <= 800);
+        CHECK(d3 >= 400);
+        CHECK(d3 <= 800);
         unsigned d30 = conn_backoff_ms(30, 100, 10000, r);
-        CHECK(d30 >= 5000 && d30 <= 10000);
+        CHECK(d30 >= 5000);
+        CHECK(d30 <= 10000);
     }
     CHECK(conn_backoff_ms(100, 100, 10000, 0) == 5000);
 }
