@@ -309,9 +309,12 @@ void ops_hello(request *req)
 
     /* Authentication first: on TCP nothing else is read before the token. */
     if (c->is_tcp && !c->authed) {
-        const char *token = NULL;
-        if (req_string(req, "token", &token) <= 0 || !srv->opt.token || !server_token_equal(token, srv->opt.token)) {
-            server_log_auth_failure(srv, c, token ? "wrong token" : "no token in hello");
+        /* Read directly, not with req_string, so a token of another type
+         * gets the single unauthorized reply and not a bad_request too. */
+        const cJSON *item = cJSON_GetObjectItemCaseSensitive(req->root, "token");
+        const char *token = cJSON_IsString(item) ? item->valuestring : NULL;
+        if (!token || !srv->opt.token || !server_token_equal(token, srv->opt.token)) {
+            server_log_auth_failure(srv, c, item && !cJSON_IsNull(item) ? "wrong token" : "no token in hello");
             server_reply_error(c, req->id, PROTO_ERR_UNAUTHORIZED,
                                "the token is missing or wrong; pass the daemon's token file to the client");
             server_close_after_flush(c);
@@ -555,6 +558,17 @@ void ops_metrics(request *req)
                                "points[%d].step: expected an integer from 0 to 2^53", i);
             return;
         }
+        static const char *const loss_names[2] = {"train_loss", "val_loss"};
+        for (int k = 0; k < 2; k++) {
+            const cJSON *v = cJSON_GetObjectItemCaseSensitive(p, loss_names[k]);
+            double loss;
+            if (v && !cJSON_IsNull(v) && !server_json_loss(v, &loss)) {
+                server_reply_error(c, req->id, PROTO_ERR_BAD_REQUEST,
+                                   "points[%d].%s: expected a number, null or one of \"nan\", \"inf\", \"-inf\"",
+                                   i, loss_names[k]);
+                return;
+            }
+        }
         i++;
     }
     int stored = 0;
@@ -565,11 +579,8 @@ void ops_metrics(request *req)
         double losses[2] = {NAN, NAN};
         const char *names[2] = {"train_loss", "val_loss"};
         for (int k = 0; k < 2; k++) {
-            const cJSON *v = cJSON_GetObjectItemCaseSensitive(p, names[k]);
-            if (cJSON_IsNumber(v))
-                losses[k] = v->valuedouble;
-            else if (cJSON_IsString(v) && strcmp(v->valuestring, "inf") == 0)
-                losses[k] = INFINITY;
+            /* Checked above; absent and null stay NaN. */
+            server_json_loss(cJSON_GetObjectItemCaseSensitive(p, names[k]), &losses[k]);
         }
         int n = store_metrics_add(c->srv->st, lease.trial, lease.attempt, step, losses[0], losses[1]);
         if (n < 0) {

@@ -1081,29 +1081,32 @@ int req_string(request *req, const char *field, const char **out)
     return 1;
 }
 
+int server_json_loss(const cJSON *item, double *out)
+{
+    if (cJSON_IsNumber(item)) {
+        *out = item->valuedouble;
+        return 1;
+    }
+    if (!cJSON_IsString(item))
+        return 0;
+    if (strcmp(item->valuestring, "nan") == 0)
+        *out = NAN;
+    else if (strcmp(item->valuestring, "inf") == 0)
+        *out = INFINITY;
+    else if (strcmp(item->valuestring, "-inf") == 0)
+        *out = -INFINITY;
+    else
+        return 0;
+    return 1;
+}
+
 int req_loss(request *req, const char *field, double *out)
 {
     const cJSON *item = cJSON_GetObjectItemCaseSensitive(req->root, field);
     if (!item || cJSON_IsNull(item))
         return 0;
-    if (cJSON_IsNumber(item)) {
-        *out = item->valuedouble;
+    if (server_json_loss(item, out))
         return 1;
-    }
-    if (cJSON_IsString(item)) {
-        if (strcmp(item->valuestring, "nan") == 0) {
-            *out = NAN;
-            return 1;
-        }
-        if (strcmp(item->valuestring, "inf") == 0) {
-            *out = INFINITY;
-            return 1;
-        }
-        if (strcmp(item->valuestring, "-inf") == 0) {
-            *out = -INFINITY;
-            return 1;
-        }
-    }
     server_reply_error(req->c, req->id, PROTO_ERR_BAD_REQUEST,
                        "%s: expected a number or one of \"nan\", \"inf\", \"-inf\"", field);
     return -1;

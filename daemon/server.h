@@ -240,6 +240,9 @@ int server_load_orphans(server *srv);
 /* Returns 1 and sets *out when item is an integral JSON number within
  * +-2^53 (exact in a double), else 0. */
 int server_json_int(const cJSON *item, int64_t *out);
+/* Returns 1 and sets *out when item is a JSON number or one of the strings
+ * "nan", "inf" and "-inf", else 0. */
+int server_json_loss(const cJSON *item, double *out);
 
 /* Field readers: return 1 when present and valid, 0 when absent, -1 when
  * present with the wrong type (an error reply naming the field was queued). */
