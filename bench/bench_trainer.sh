@@ -1,9 +1,10 @@
 #!/bin/sh
 # Trainer throughput: sweep-train's engine (bench_trainer) against PyTorch CPU
 # training the same architecture (bench_trainer_torch.py), side by side in one
-# run, for configs S, M, M256 and L at 1 and 2 threads; the sgemm-only floor
-# and achieved fraction; peak memory; and two 1-thread runs at once against
-# one. Prints a markdown table; raw JSON lines go to BUILD/bench-trainer.jsonl.
+# run, for configs S, M, M256 and L at 1 and 2 threads. It also reports the
+# sgemm-only floor and the achieved fraction, peak memory, and two 1-thread
+# runs at once against one. Prints a markdown table; raw JSON lines go to
+# BUILD/bench-trainer.jsonl.
 #
 #   sh bench/bench_trainer.sh BUILD          (BENCH_SECONDS=4 timed seconds per run)
 set -u

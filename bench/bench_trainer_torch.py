@@ -1,9 +1,9 @@
 #!/usr/bin/python3
-"""PyTorch CPU reference for bench/bench_trainer.sh: trains the same byte-level
-GPT as trainer/ (pre-LayerNorm blocks, causal attention, tanh GELU MLP, tied
-head, no dropout) with Adam and global-norm clipping at 1.0, and prints one
-JSON line with tokens/s measured after warm-up: the mean, and the fastest step
-(the one least disturbed by other jobs on a shared machine).
+"""PyTorch CPU reference for bench/bench_trainer.sh. It trains the same
+byte-level GPT as trainer/ (pre-LayerNorm blocks, causal attention, tanh GELU
+MLP, tied head, no dropout) with Adam and global-norm clipping at 1.0. It
+prints one JSON line with tokens/s measured after warm-up: the mean, and the
+fastest step (the one least disturbed by other jobs on a shared machine).
 
   bench_trainer_torch.py --data FILE --config S|M|M256|L [--threads N] [--warmup W] [--seconds S]
 """

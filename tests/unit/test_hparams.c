@@ -20,16 +20,33 @@ static void test_optimizer_defaults(void)
     train_config cfg;
 
     finalize_for(&cfg, "adam");
-    CHECK(cfg.lr == 1e-3 && cfg.b1 == 0.9 && cfg.b2 == 0.999 && cfg.eps == 1e-8 && cfg.weight_decay == 0.0);
+    CHECK(cfg.lr == 1e-3);
+    CHECK(cfg.b1 == 0.9);
+    CHECK(cfg.b2 == 0.999);
+    CHECK(cfg.eps == 1e-8);
+    CHECK(cfg.weight_decay == 0.0);
     finalize_for(&cfg, "adamw");
-    CHECK(cfg.lr == 1e-3 && cfg.weight_decay == 0.01);
+    CHECK(cfg.lr == 1e-3);
+    CHECK(cfg.weight_decay == 0.01);
     finalize_for(&cfg, "sm3");
-    CHECK(cfg.lr == 0.1 && cfg.b1 == 0.9 && cfg.b2 == 1.0 && cfg.eps == 1e-8 && cfg.weight_decay == 0.0);
+    CHECK(cfg.lr == 0.1);
+    CHECK(cfg.b1 == 0.9);
+    CHECK(cfg.b2 == 1.0);
+    CHECK(cfg.eps == 1e-8);
+    CHECK(cfg.weight_decay == 0.0);
     finalize_for(&cfg, "shampoo");
-    CHECK(cfg.lr == 1e-3 && cfg.b2 == 0.999 && cfg.matrix_eps == 1e-6 && cfg.block_size == 128);
-    CHECK(cfg.precondition_every == 10 && cfg.start_preconditioning_step == 1 && cfg.graft == GRAFT_ADAM);
-    CHECK(cfg.nesterov == 1 && cfg.root_method == ROOT_EIGH && cfg.max_precond_dim == 4096);
-    CHECK(cfg.graft_beta2 == 0.999 && cfg.graft_eps == 1e-10);
+    CHECK(cfg.lr == 1e-3);
+    CHECK(cfg.b2 == 0.999);
+    CHECK(cfg.matrix_eps == 1e-6);
+    CHECK(cfg.block_size == 128);
+    CHECK(cfg.precondition_every == 10);
+    CHECK(cfg.start_preconditioning_step == 1);
+    CHECK(cfg.graft == GRAFT_ADAM);
+    CHECK(cfg.nesterov == 1);
+    CHECK(cfg.root_method == ROOT_EIGH);
+    CHECK(cfg.max_precond_dim == 4096);
+    CHECK(cfg.graft_beta2 == 0.999);
+    CHECK(cfg.graft_eps == 1e-10);
 }
 
 static void test_explicit_values_win(void)
@@ -42,7 +59,8 @@ static void test_explicit_values_win(void)
     CHECK(train_config_set(&cfg, "b2", "0.99", err, sizeof(err)) == 0);
     CHECK(train_config_set(&cfg, "optimizer", "sm3", err, sizeof(err)) == 0);
     CHECK(train_config_finalize(&cfg, err, sizeof(err)) == 0);
-    CHECK(cfg.lr == 0.5 && cfg.b2 == 0.99);
+    CHECK(cfg.lr == 0.5);
+    CHECK(cfg.b2 == 0.99);
 
     /* graft_beta2 follows b2 unless set. */
     train_config_defaults(&cfg);
@@ -51,7 +69,9 @@ static void test_explicit_values_win(void)
     CHECK(train_config_set(&cfg, "graft", "sm3", err, sizeof(err)) == 0);
     CHECK(train_config_set(&cfg, "nesterov", "false", err, sizeof(err)) == 0);
     CHECK(train_config_finalize(&cfg, err, sizeof(err)) == 0);
-    CHECK(cfg.graft_beta2 == 0.99 && cfg.graft == GRAFT_SM3 && cfg.nesterov == 0);
+    CHECK(cfg.graft_beta2 == 0.99);
+    CHECK(cfg.graft == GRAFT_SM3);
+    CHECK(cfg.nesterov == 0);
 }
 
 static void test_errors_name_value(void)
@@ -61,9 +81,11 @@ static void test_errors_name_value(void)
 
     train_config_defaults(&cfg);
     CHECK(train_config_set(&cfg, "seq_len", "1", err, sizeof(err)) == -1);
-    CHECK(strstr(err, "seq_len=1") && strstr(err, "[2, 8192]"));
+    CHECK(strstr(err, "seq_len=1"));
+    CHECK(strstr(err, "[2, 8192]"));
     CHECK(train_config_set(&cfg, "n_head", "2.5", err, sizeof(err)) == -1);
-    CHECK(strstr(err, "n_head=2.5") && strstr(err, "integer"));
+    CHECK(strstr(err, "n_head=2.5"));
+    CHECK(strstr(err, "integer"));
     CHECK(train_config_set(&cfg, "lr", "abc", err, sizeof(err)) == -1);
     CHECK(strstr(err, "lr=abc"));
     CHECK(train_config_set(&cfg, "root_method", "svd", err, sizeof(err)) == -1);
@@ -78,7 +100,8 @@ static void test_errors_name_value(void)
     CHECK(train_config_set(&cfg, "steps", "10", err, sizeof(err)) == 0);
     CHECK(train_config_set(&cfg, "warmup_steps", "20", err, sizeof(err)) == 0);
     CHECK(train_config_finalize(&cfg, err, sizeof(err)) == -1);
-    CHECK(strstr(err, "warmup_steps=20") && strstr(err, "steps=10"));
+    CHECK(strstr(err, "warmup_steps=20"));
+    CHECK(strstr(err, "steps=10"));
 
     train_config_defaults(&cfg);
     CHECK(train_config_set(&cfg, "b2", "1", err, sizeof(err)) == 0);
@@ -98,7 +121,10 @@ static void test_json(void)
     CHECK(train_config_set_json(&cfg, in, err, sizeof(err)) == 0);
     cJSON_Delete(in);
     CHECK(train_config_finalize(&cfg, err, sizeof(err)) == 0);
-    CHECK(cfg.optimizer == OPT_SHAMPOO && cfg.block_size == 64 && cfg.nesterov == 0 && cfg.steps == 500);
+    CHECK(cfg.optimizer == OPT_SHAMPOO);
+    CHECK(cfg.block_size == 64);
+    CHECK(cfg.nesterov == 0);
+    CHECK(cfg.steps == 500);
     CHECK(cfg.seed == 12345678901ULL);
 
     cJSON *out = train_config_to_json(&cfg);
@@ -121,7 +147,8 @@ static void test_json(void)
     cJSON_Delete(in);
     in = cJSON_Parse("{\"optimizer\": 3}");
     CHECK(train_config_set_json(&cfg, in, err, sizeof(err)) == -1);
-    CHECK(strstr(err, "optimizer") && strstr(err, "string"));
+    CHECK(strstr(err, "optimizer"));
+    CHECK(strstr(err, "string"));
     cJSON_Delete(in);
 }
 
@@ -131,7 +158,8 @@ static void test_table(void)
     const hparam_info *t = hparam_table(&n);
     CHECK(n == 33);
     for (size_t i = 0; i < n; i++) {
-        CHECK(t[i].description && t[i].description[0]);
+        CHECK(t[i].description);
+        CHECK(t[i].description[0]);
         CHECK(hparam_find(t[i].name) == &t[i]);
     }
     CHECK(hparam_find("nope") == NULL);
