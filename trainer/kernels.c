@@ -101,7 +101,7 @@ static float max_floats(const float *x, int n)
     return m;
 }
 
-void matmul_forward(float *out, const float *inp, const float *w, const float *bias, int N, int Cin, int Cout)
+void kernel_matmul_forward(float *out, const float *inp, const float *w, const float *bias, int N, int Cin, int Cout)
 {
     float beta = 0.0f;
     if (bias) {
@@ -112,7 +112,7 @@ void matmul_forward(float *out, const float *inp, const float *w, const float *b
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, Cout, Cin, 1.0f, inp, Cin, w, Cout, beta, out, Cout);
 }
 
-void matmul_backward(float *dinp, float *dw, float *dbias, const float *dout, const float *inp, const float *w,
+void kernel_matmul_backward(float *dinp, float *dw, float *dbias, const float *dout, const float *inp, const float *w,
                      int N, int Cin, int Cout)
 {
     /* Backward of out = inp @ w + bias. */
@@ -130,7 +130,7 @@ void matmul_backward(float *dinp, float *dw, float *dbias, const float *dout, co
 }
 
 KERNEL_CLONES
-void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *g, const float *b,
+void kernel_layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *g, const float *b,
                        int N, int C)
 {
     for (int i = 0; i < N; i++) {
@@ -161,7 +161,7 @@ void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, c
 }
 
 KERNEL_CLONES
-void layernorm_backward(float *dinp, float *dg, float *db, const float *dout, const float *inp, const float *g,
+void kernel_layernorm_backward(float *dinp, float *dg, float *db, const float *dout, const float *inp, const float *g,
                         const float *mean, const float *rstd, int N, int C)
 {
     /* Backward of y = xhat * g + b with xhat = (x - mean) * rstd:
@@ -205,7 +205,7 @@ void layernorm_backward(float *dinp, float *dg, float *db, const float *dout, co
 }
 
 KERNEL_CLONES
-void attention_forward(float *out, float *att, const float *qkv, int B, int T, int C, int NH)
+void kernel_attention_forward(float *out, float *att, const float *qkv, int B, int T, int C, int NH)
 {
     int hs = C / NH;
     int C3 = 3 * C;
@@ -241,7 +241,7 @@ void attention_forward(float *out, float *att, const float *qkv, int B, int T, i
 }
 
 KERNEL_CLONES
-void attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv, const float *att, int B,
+void kernel_attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv, const float *att, int B,
                         int T, int C, int NH)
 {
     int hs = C / NH;
@@ -288,7 +288,7 @@ static inline float tanh_fast(float u)
 }
 
 KERNEL_CLONES
-void gelu_forward(float *out, const float *inp, size_t n)
+void kernel_gelu_forward(float *out, const float *inp, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         float x = inp[i];
@@ -298,7 +298,7 @@ void gelu_forward(float *out, const float *inp, size_t n)
 }
 
 KERNEL_CLONES
-void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n)
+void kernel_gelu_backward(float *dinp, const float *inp, const float *dout, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         float x = inp[i];
@@ -310,7 +310,7 @@ void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n)
 }
 
 KERNEL_CLONES
-double crossentropy_forward(float *probs, float *losses, const float *logits, const uint8_t *targets, int N, int V)
+double kernel_crossentropy_forward(float *probs, float *losses, const float *logits, const uint8_t *targets, int N, int V)
 {
     double total = 0.0;
 
@@ -335,7 +335,7 @@ double crossentropy_forward(float *probs, float *losses, const float *logits, co
 }
 
 KERNEL_CLONES
-void crossentropy_backward(float *dlogits, const float *probs, const uint8_t *targets, int N, int V)
+void kernel_crossentropy_backward(float *dlogits, const float *probs, const uint8_t *targets, int N, int V)
 {
     float inv_n = 1.0f / (float)N;
 
@@ -348,7 +348,7 @@ void crossentropy_backward(float *dlogits, const float *probs, const uint8_t *ta
     }
 }
 
-void residual_forward(float *out, const float *a, const float *b, size_t n)
+void kernel_residual_forward(float *out, const float *a, const float *b, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         out[i] = a[i] + b[i];

@@ -25,56 +25,56 @@
 float kernel_expf(float x);
 
 /* out[N,Cout] = inp[N,Cin] @ w[Cin,Cout] + bias[Cout] (bias may be NULL). */
-void matmul_forward(float *out, const float *inp, const float *w, const float *bias, int N, int Cin, int Cout);
+void kernel_matmul_forward(float *out, const float *inp, const float *w, const float *bias, int N, int Cin, int Cout);
 /* dinp[N,Cin] = dout @ w^T (overwritten; skipped when dinp is NULL);
  * dw[Cin,Cout] += inp^T @ dout; dbias[Cout] += column sums of dout (if non-NULL). */
-void matmul_backward(float *dinp, float *dw, float *dbias, const float *dout, const float *inp, const float *w,
+void kernel_matmul_backward(float *dinp, float *dw, float *dbias, const float *dout, const float *inp, const float *w,
                      int N, int Cin, int Cout);
 
 /* out[N,C] = (inp - mean) * rstd * g + b per row; saves mean[N] and rstd[N]. */
-void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *g, const float *b,
+void kernel_layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *g, const float *b,
                        int N, int C);
 /* dinp[N,C] += d/dinp; dg[C] += ...; db[C] += ... */
-void layernorm_backward(float *dinp, float *dg, float *db, const float *dout, const float *inp, const float *g,
+void kernel_layernorm_backward(float *dinp, float *dg, float *db, const float *dout, const float *inp, const float *g,
                         const float *mean, const float *rstd, int N, int C);
 
 /* qkv[B,T,3C] holds q | k | v per position, heads contiguous inside each.
  * att[B,NH,T,T] receives the causal softmax probabilities (0 above the
  * diagonal); out[B,T,C] = att @ v per head. */
-void attention_forward(float *out, float *att, const float *qkv, int B, int T, int C, int NH);
+void kernel_attention_forward(float *out, float *att, const float *qkv, int B, int T, int C, int NH);
 /* dqkv[B,T,3C] is overwritten; scratch holds T*T floats. */
-void attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv, const float *att, int B,
+void kernel_attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv, const float *att, int B,
                         int T, int C, int NH);
 
 /* out[n] = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). */
-void gelu_forward(float *out, const float *inp, size_t n);
+void kernel_gelu_forward(float *out, const float *inp, size_t n);
 /* dinp[n] = dout * gelu'(inp) (overwritten; dinp may alias dout). */
-void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n);
+void kernel_gelu_backward(float *dinp, const float *inp, const float *dout, size_t n);
 
 /* probs[N,V] = softmax(logits) (probs may alias logits); losses[N] =
  * -log probs[target]. Returns the mean loss in nats. */
-double crossentropy_forward(float *probs, float *losses, const float *logits, const uint8_t *targets, int N, int V);
+double kernel_crossentropy_forward(float *probs, float *losses, const float *logits, const uint8_t *targets, int N, int V);
 /* dlogits[N,V] = (probs - onehot(target)) / N (dlogits may alias probs). */
-void crossentropy_backward(float *dlogits, const float *probs, const uint8_t *targets, int N, int V);
+void kernel_crossentropy_backward(float *dlogits, const float *probs, const uint8_t *targets, int N, int V);
 
 /* out[n] = a + b (out may alias a). */
-void residual_forward(float *out, const float *a, const float *b, size_t n);
+void kernel_residual_forward(float *out, const float *a, const float *b, size_t n);
 
-/* Naive references (kernels_ref.c), same contracts. */
-void matmul_forward_ref(float *out, const float *inp, const float *w, const float *bias, int N, int Cin, int Cout);
-void matmul_backward_ref(float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
+/* Naive references (kernels_ref.c), same contracts, except that no output may alias an input. */
+void kernel_matmul_forward_ref(float *out, const float *inp, const float *w, const float *bias, int N, int Cin, int Cout);
+void kernel_matmul_backward_ref(float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
                          const float *w, int N, int Cin, int Cout);
-void layernorm_forward_ref(float *out, float *mean, float *rstd, const float *inp, const float *g, const float *b,
+void kernel_layernorm_forward_ref(float *out, float *mean, float *rstd, const float *inp, const float *g, const float *b,
                            int N, int C);
-void layernorm_backward_ref(float *dinp, float *dg, float *db, const float *dout, const float *inp,
+void kernel_layernorm_backward_ref(float *dinp, float *dg, float *db, const float *dout, const float *inp,
                             const float *g, const float *mean, const float *rstd, int N, int C);
-void attention_forward_ref(float *out, float *att, const float *qkv, int B, int T, int C, int NH);
-void attention_backward_ref(float *dqkv, const float *dout, const float *qkv, const float *att, int B, int T,
+void kernel_attention_forward_ref(float *out, float *att, const float *qkv, int B, int T, int C, int NH);
+void kernel_attention_backward_ref(float *dqkv, const float *dout, const float *qkv, const float *att, int B, int T,
                             int C, int NH);
-void gelu_forward_ref(float *out, const float *inp, size_t n);
-void gelu_backward_ref(float *dinp, const float *inp, const float *dout, size_t n);
-double crossentropy_forward_ref(float *probs, float *losses, const float *logits, const uint8_t *targets, int N,
+void kernel_gelu_forward_ref(float *out, const float *inp, size_t n);
+void kernel_gelu_backward_ref(float *dinp, const float *inp, const float *dout, size_t n);
+double kernel_crossentropy_forward_ref(float *probs, float *losses, const float *logits, const uint8_t *targets, int N,
                                 int V);
-void crossentropy_backward_ref(float *dlogits, const float *probs, const uint8_t *targets, int N, int V);
+void kernel_crossentropy_backward_ref(float *dlogits, const float *probs, const uint8_t *targets, int N, int V);
 
 #endif

@@ -8,7 +8,7 @@
 #include <math.h>
 #include <stdlib.h>
 
-void matmul_forward_ref(float *out, const float *inp, const float *w, const float *bias, int N, int Cin, int Cout)
+void kernel_matmul_forward_ref(float *out, const float *inp, const float *w, const float *bias, int N, int Cin, int Cout)
 {
     for (int i = 0; i < N; i++)
         for (int o = 0; o < Cout; o++) {
@@ -19,7 +19,7 @@ void matmul_forward_ref(float *out, const float *inp, const float *w, const floa
         }
 }
 
-void matmul_backward_ref(float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
+void kernel_matmul_backward_ref(float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
                          const float *w, int N, int Cin, int Cout)
 {
     for (int i = 0; i < N && dinp; i++)
@@ -44,7 +44,7 @@ void matmul_backward_ref(float *dinp, float *dw, float *dbias, const float *dout
     }
 }
 
-void layernorm_forward_ref(float *out, float *mean, float *rstd, const float *inp, const float *g, const float *b,
+void kernel_layernorm_forward_ref(float *out, float *mean, float *rstd, const float *inp, const float *g, const float *b,
                            int N, int C)
 {
     for (int i = 0; i < N; i++) {
@@ -64,7 +64,7 @@ void layernorm_forward_ref(float *out, float *mean, float *rstd, const float *in
     }
 }
 
-void layernorm_backward_ref(float *dinp, float *dg, float *db, const float *dout, const float *inp,
+void kernel_layernorm_backward_ref(float *dinp, float *dg, float *db, const float *dout, const float *inp,
                             const float *g, const float *mean, const float *rstd, int N, int C)
 {
     /* Direct Jacobian: dx_j = sum_k dy_k g_k d(xhat_k)/d(x_j), with
@@ -88,7 +88,7 @@ void layernorm_backward_ref(float *dinp, float *dg, float *db, const float *dout
     }
 }
 
-void attention_forward_ref(float *out, float *att, const float *qkv, int B, int T, int C, int NH)
+void kernel_attention_forward_ref(float *out, float *att, const float *qkv, int B, int T, int C, int NH)
 {
     int hs = C / NH;
     double scale = 1.0 / sqrt((double)hs);
@@ -125,7 +125,7 @@ void attention_forward_ref(float *out, float *att, const float *qkv, int B, int 
             }
 }
 
-void attention_backward_ref(float *dqkv, const float *dout, const float *qkv, const float *att, int B, int T,
+void kernel_attention_backward_ref(float *dqkv, const float *dout, const float *qkv, const float *att, int B, int T,
                             int C, int NH)
 {
     int hs = C / NH;
@@ -166,7 +166,7 @@ void attention_backward_ref(float *dqkv, const float *dout, const float *qkv, co
             }
 }
 
-void gelu_forward_ref(float *out, const float *inp, size_t n)
+void kernel_gelu_forward_ref(float *out, const float *inp, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         double x = inp[i];
@@ -174,7 +174,7 @@ void gelu_forward_ref(float *out, const float *inp, size_t n)
     }
 }
 
-void gelu_backward_ref(float *dinp, const float *inp, const float *dout, size_t n)
+void kernel_gelu_backward_ref(float *dinp, const float *inp, const float *dout, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         double x = inp[i];
@@ -185,7 +185,7 @@ void gelu_backward_ref(float *dinp, const float *inp, const float *dout, size_t 
     }
 }
 
-double crossentropy_forward_ref(float *probs, float *losses, const float *logits, const uint8_t *targets, int N,
+double kernel_crossentropy_forward_ref(float *probs, float *losses, const float *logits, const uint8_t *targets, int N,
                                 int V)
 {
     double total = 0.0;
@@ -206,7 +206,7 @@ double crossentropy_forward_ref(float *probs, float *losses, const float *logits
     return total / N;
 }
 
-void crossentropy_backward_ref(float *dlogits, const float *probs, const uint8_t *targets, int N, int V)
+void kernel_crossentropy_backward_ref(float *dlogits, const float *probs, const uint8_t *targets, int N, int V)
 {
     for (int i = 0; i < N; i++)
         for (int j = 0; j < V; j++)

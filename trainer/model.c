@@ -224,31 +224,31 @@ double model_forward(gpt_model *m)
         float *P = m->params;
         size_t NC = (size_t)N * C;
 
-        layernorm_forward(a->ln1, a->ln1_mean, a->ln1_rstd, x, layer_ptr(m, P, l, LT_LN1_G),
+        kernel_layernorm_forward(a->ln1, a->ln1_mean, a->ln1_rstd, x, layer_ptr(m, P, l, LT_LN1_G),
                           layer_ptr(m, P, l, LT_LN1_B), N, C);
-        matmul_forward(a->qkv, a->ln1, layer_ptr(m, P, l, LT_QKV_W), layer_ptr(m, P, l, LT_QKV_B), N, C, 3 * C);
-        attention_forward(a->atty, a->att, a->qkv, B, T, C, NH);
-        matmul_forward(a->res1, a->atty, layer_ptr(m, P, l, LT_PROJ_W), layer_ptr(m, P, l, LT_PROJ_B), N, C, C);
-        residual_forward(a->res1, a->res1, x, NC);
+        kernel_matmul_forward(a->qkv, a->ln1, layer_ptr(m, P, l, LT_QKV_W), layer_ptr(m, P, l, LT_QKV_B), N, C, 3 * C);
+        kernel_attention_forward(a->atty, a->att, a->qkv, B, T, C, NH);
+        kernel_matmul_forward(a->res1, a->atty, layer_ptr(m, P, l, LT_PROJ_W), layer_ptr(m, P, l, LT_PROJ_B), N, C, C);
+        kernel_residual_forward(a->res1, a->res1, x, NC);
 
-        layernorm_forward(a->ln2, a->ln2_mean, a->ln2_rstd, a->res1, layer_ptr(m, P, l, LT_LN2_G),
+        kernel_layernorm_forward(a->ln2, a->ln2_mean, a->ln2_rstd, a->res1, layer_ptr(m, P, l, LT_LN2_G),
                           layer_ptr(m, P, l, LT_LN2_B), N, C);
-        matmul_forward(a->fc, a->ln2, layer_ptr(m, P, l, LT_FC_W), layer_ptr(m, P, l, LT_FC_B), N, C, 4 * C);
-        gelu_forward(a->fc_gelu, a->fc, (size_t)N * 4 * C);
-        matmul_forward(a->res2, a->fc_gelu, layer_ptr(m, P, l, LT_FCPROJ_W), layer_ptr(m, P, l, LT_FCPROJ_B), N,
+        kernel_matmul_forward(a->fc, a->ln2, layer_ptr(m, P, l, LT_FC_W), layer_ptr(m, P, l, LT_FC_B), N, C, 4 * C);
+        kernel_gelu_forward(a->fc_gelu, a->fc, (size_t)N * 4 * C);
+        kernel_matmul_forward(a->res2, a->fc_gelu, layer_ptr(m, P, l, LT_FCPROJ_W), layer_ptr(m, P, l, LT_FCPROJ_B), N,
                        4 * C, C);
-        residual_forward(a->res2, a->res2, a->res1, NC);
+        kernel_residual_forward(a->res2, a->res2, a->res1, NC);
         x = a->res2;
     }
 
     const float *lnf_g = m->params + m->tensors[m->n_tensors - 2].offset;
     const float *lnf_b = m->params + m->tensors[m->n_tensors - 1].offset;
-    layernorm_forward(m->lnf, m->lnf_mean, m->lnf_rstd, x, lnf_g, lnf_b, N, C);
+    kernel_layernorm_forward(m->lnf, m->lnf_mean, m->lnf_rstd, x, lnf_g, lnf_b, N, C);
 
     /* logits[N,V] = lnf @ wte^T (tied head). */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, MODEL_VOCAB, C, 1.0f, m->lnf, C, wte, C, 0.0f, m->probs,
                 MODEL_VOCAB);
-    return crossentropy_forward(m->probs, m->losses, m->probs, m->targets, N, MODEL_VOCAB);
+    return kernel_crossentropy_forward(m->probs, m->losses, m->probs, m->targets, N, MODEL_VOCAB);
 }
 
 void model_backward(gpt_model *m)
@@ -262,7 +262,7 @@ void model_backward(gpt_model *m)
     const float *x_last = m->L > 0 ? m->layers[m->L - 1].res2 : m->x0;
 
     /* Backward of the loss and of logits = lnf @ wte^T. probs becomes dlogits. */
-    crossentropy_backward(m->probs, m->probs, m->targets, N, MODEL_VOCAB);
+    kernel_crossentropy_backward(m->probs, m->probs, m->targets, N, MODEL_VOCAB);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, MODEL_VOCAB, 1.0f, m->probs, MODEL_VOCAB, wte, C,
                 0.0f, m->dln, C);
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, MODEL_VOCAB, C, N, 1.0f, m->probs, MODEL_VOCAB, m->lnf, C,
@@ -270,28 +270,28 @@ void model_backward(gpt_model *m)
 
     /* Backward of lnf = LN(x_L): dres starts as the gradient of x_L. */
     memset(m->dres, 0, (size_t)N * C * sizeof(float));
-    layernorm_backward(m->dres, G + lnf_g, G + lnf_b, m->dln, x_last, P + lnf_g, m->lnf_mean, m->lnf_rstd, N, C);
+    kernel_layernorm_backward(m->dres, G + lnf_g, G + lnf_b, m->dln, x_last, P + lnf_g, m->lnf_mean, m->lnf_rstd, N, C);
 
     for (int l = m->L - 1; l >= 0; l--) {
         model_layer_acts *a = &m->layers[l];
         const float *x = l > 0 ? m->layers[l - 1].res2 : m->x0;
 
         /* res2 = res1 + GELU(fc) @ Wfcproj + b: dres passes through; dfc = dres @ Wfcproj^T. */
-        matmul_backward(m->dfc, layer_ptr(m, G, l, LT_FCPROJ_W), layer_ptr(m, G, l, LT_FCPROJ_B), m->dres,
+        kernel_matmul_backward(m->dfc, layer_ptr(m, G, l, LT_FCPROJ_W), layer_ptr(m, G, l, LT_FCPROJ_B), m->dres,
                         a->fc_gelu, layer_ptr(m, P, l, LT_FCPROJ_W), N, 4 * C, C);
-        gelu_backward(m->dfc, a->fc, m->dfc, (size_t)N * 4 * C);
-        matmul_backward(m->dln, layer_ptr(m, G, l, LT_FC_W), layer_ptr(m, G, l, LT_FC_B), m->dfc, a->ln2,
+        kernel_gelu_backward(m->dfc, a->fc, m->dfc, (size_t)N * 4 * C);
+        kernel_matmul_backward(m->dln, layer_ptr(m, G, l, LT_FC_W), layer_ptr(m, G, l, LT_FC_B), m->dfc, a->ln2,
                         layer_ptr(m, P, l, LT_FC_W), N, C, 4 * C);
-        layernorm_backward(m->dres, layer_ptr(m, G, l, LT_LN2_G), layer_ptr(m, G, l, LT_LN2_B), m->dln, a->res1,
+        kernel_layernorm_backward(m->dres, layer_ptr(m, G, l, LT_LN2_G), layer_ptr(m, G, l, LT_LN2_B), m->dln, a->res1,
                            layer_ptr(m, P, l, LT_LN2_G), a->ln2_mean, a->ln2_rstd, N, C);
 
         /* res1 = x + atty @ Wproj + b. dln holds datty here. */
-        matmul_backward(m->dln, layer_ptr(m, G, l, LT_PROJ_W), layer_ptr(m, G, l, LT_PROJ_B), m->dres, a->atty,
+        kernel_matmul_backward(m->dln, layer_ptr(m, G, l, LT_PROJ_W), layer_ptr(m, G, l, LT_PROJ_B), m->dres, a->atty,
                         layer_ptr(m, P, l, LT_PROJ_W), N, C, C);
-        attention_backward(m->dqkv, m->datt, m->dln, a->qkv, a->att, B, T, C, NH);
-        matmul_backward(m->dln, layer_ptr(m, G, l, LT_QKV_W), layer_ptr(m, G, l, LT_QKV_B), m->dqkv, a->ln1,
+        kernel_attention_backward(m->dqkv, m->datt, m->dln, a->qkv, a->att, B, T, C, NH);
+        kernel_matmul_backward(m->dln, layer_ptr(m, G, l, LT_QKV_W), layer_ptr(m, G, l, LT_QKV_B), m->dqkv, a->ln1,
                         layer_ptr(m, P, l, LT_QKV_W), N, C, 3 * C);
-        layernorm_backward(m->dres, layer_ptr(m, G, l, LT_LN1_G), layer_ptr(m, G, l, LT_LN1_B), m->dln, x,
+        kernel_layernorm_backward(m->dres, layer_ptr(m, G, l, LT_LN1_G), layer_ptr(m, G, l, LT_LN1_B), m->dln, x,
                            layer_ptr(m, P, l, LT_LN1_G), a->ln1_mean, a->ln1_rstd, N, C);
     }
 

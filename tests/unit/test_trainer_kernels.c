@@ -79,11 +79,11 @@ static void test_matmul(void)
     float *dw = random_floats((size_t)Cin * Cout, 0.1), *dw_ref = copy_floats(dw, (size_t)Cin * Cout);
     float *db = random_floats((size_t)Cout, 0.1), *db_ref = copy_floats(db, (size_t)Cout);
 
-    matmul_forward(out, inp, w, bias, N, Cin, Cout);
-    matmul_forward_ref(out_ref, inp, w, bias, N, Cin, Cout);
+    kernel_matmul_forward(out, inp, w, bias, N, Cin, Cout);
+    kernel_matmul_forward_ref(out_ref, inp, w, bias, N, Cin, Cout);
     compare("matmul forward", out, out_ref, (size_t)N * Cout);
-    matmul_backward(dinp, dw, db, dout, inp, w, N, Cin, Cout);
-    matmul_backward_ref(dinp_ref, dw_ref, db_ref, dout, inp, w, N, Cin, Cout);
+    kernel_matmul_backward(dinp, dw, db, dout, inp, w, N, Cin, Cout);
+    kernel_matmul_backward_ref(dinp_ref, dw_ref, db_ref, dout, inp, w, N, Cin, Cout);
     compare("matmul backward dinp", dinp, dinp_ref, (size_t)N * Cin);
     compare("matmul backward dw (+=)", dw, dw_ref, (size_t)Cin * Cout);
     compare("matmul backward dbias (+=)", db, db_ref, (size_t)Cout);
@@ -104,13 +104,13 @@ static void test_layernorm(void)
 
     for (int i = 0; i < C; i++)
         inp[i] += 5.0f; /* one row with a large mean */
-    layernorm_forward(out, mean, rstd, inp, g, b, N, C);
-    layernorm_forward_ref(out_ref, mean_ref, rstd_ref, inp, g, b, N, C);
+    kernel_layernorm_forward(out, mean, rstd, inp, g, b, N, C);
+    kernel_layernorm_forward_ref(out_ref, mean_ref, rstd_ref, inp, g, b, N, C);
     compare("layernorm forward", out, out_ref, (size_t)N * C);
     compare("layernorm forward mean", mean, mean_ref, (size_t)N);
     compare("layernorm forward rstd", rstd, rstd_ref, (size_t)N);
-    layernorm_backward(dinp, dg, db, dout, inp, g, mean, rstd, N, C);
-    layernorm_backward_ref(dinp_ref, dg_ref, db_ref, dout, inp, g, mean_ref, rstd_ref, N, C);
+    kernel_layernorm_backward(dinp, dg, db, dout, inp, g, mean, rstd, N, C);
+    kernel_layernorm_backward_ref(dinp_ref, dg_ref, db_ref, dout, inp, g, mean_ref, rstd_ref, N, C);
     compare("layernorm backward dinp (+=)", dinp, dinp_ref, (size_t)N * C);
     compare("layernorm backward dg (+=)", dg, dg_ref, (size_t)C);
     compare("layernorm backward db (+=)", db, db_ref, (size_t)C);
@@ -128,12 +128,12 @@ static void test_attention(void)
     float *dqkv = random_floats(nqkv, 1.0), *dqkv_ref = calloc(nqkv, 4);
     float *scratch = calloc((size_t)T * T, 4);
 
-    attention_forward(out, att, qkv, B, T, C, NH);
-    attention_forward_ref(out_ref, att_ref, qkv, B, T, C, NH);
+    kernel_attention_forward(out, att, qkv, B, T, C, NH);
+    kernel_attention_forward_ref(out_ref, att_ref, qkv, B, T, C, NH);
     compare("attention forward out", out, out_ref, nout);
     compare("attention forward probs", att, att_ref, natt);
-    attention_backward(dqkv, scratch, dout, qkv, att, B, T, C, NH);
-    attention_backward_ref(dqkv_ref, dout, qkv, att_ref, B, T, C, NH);
+    kernel_attention_backward(dqkv, scratch, dout, qkv, att, B, T, C, NH);
+    kernel_attention_backward_ref(dqkv_ref, dout, qkv, att_ref, B, T, C, NH);
     compare("attention backward dqkv", dqkv, dqkv_ref, nqkv);
     free(qkv); free(dout); free(out); free(out_ref); free(att); free(att_ref); free(dqkv); free(dqkv_ref);
     free(scratch);
@@ -149,11 +149,11 @@ static void test_gelu(void)
     inp[1] = 1e-4f;
     inp[2] = -30.0f;
     inp[3] = 30.0f;
-    gelu_forward(out, inp, n);
-    gelu_forward_ref(out_ref, inp, n);
+    kernel_gelu_forward(out, inp, n);
+    kernel_gelu_forward_ref(out_ref, inp, n);
     compare("gelu forward", out, out_ref, n);
-    gelu_backward(d, inp, dout, n);
-    gelu_backward_ref(d_ref, inp, dout, n);
+    kernel_gelu_backward(d, inp, dout, n);
+    kernel_gelu_backward_ref(d_ref, inp, dout, n);
     compare("gelu backward", d, d_ref, n);
     free(inp); free(dout); free(out); free(out_ref); free(d); free(d_ref);
 }
@@ -169,14 +169,14 @@ static void test_crossentropy(void)
     for (int i = 0; i < N; i++)
         targets[i] = (uint8_t)rng_below(&rng, 256);
     logits[5] = 80.0f; /* a dominant logit: exp must not overflow */
-    double mean = crossentropy_forward(probs, losses, logits, targets, N, V);
-    double mean_ref = crossentropy_forward_ref(probs_ref, losses_ref, logits, targets, N, V);
+    double mean = kernel_crossentropy_forward(probs, losses, logits, targets, N, V);
+    double mean_ref = kernel_crossentropy_forward_ref(probs_ref, losses_ref, logits, targets, N, V);
     printf("%-28s %.9f vs %.9f\n", "crossentropy mean loss", mean, mean_ref);
     CHECK_NEAR(mean, mean_ref, TOL);
     compare("crossentropy forward losses", losses, losses_ref, (size_t)N);
     compare("crossentropy forward probs", probs, probs_ref, (size_t)N * V);
-    crossentropy_backward(probs, probs, targets, N, V); /* in place, as the model uses it */
-    crossentropy_backward_ref(probs_ref, probs_ref, targets, N, V);
+    kernel_crossentropy_backward(probs, probs, targets, N, V); /* in place, as the model uses it */
+    kernel_crossentropy_backward_ref(probs_ref, probs_ref, targets, N, V);
     compare("crossentropy backward", probs, probs_ref, (size_t)N * V);
     free(logits); free(probs); free(probs_ref);
 }
