@@ -194,5 +194,36 @@ def test_daemon_sigkill_and_restart():
         assert all(total == distinct == 600 // 50 for _, total, distinct in points), points
 
 
+def test_tcp_with_token():
+    root = harness.tmp_dir()
+    dataset = make_dataset(root)
+    token = os.path.join(root, "token")
+    wrong = os.path.join(root, "wrong")
+    for path, text in ((token, "0123456789abcdef0123\n"), (wrong, "not-the-right-token-at-all\n")):
+        with open(path, "w", encoding="ascii") as f:
+            f.write(text)
+        os.chmod(path, 0o600)
+    with Daemon(args=["--listen", "127.0.0.1:0", "--token-file", token]) as d:
+        host, port = d.tcp_address
+        Client(d.socket_path).ok("submit", spec=spec(dataset, 40))
+        base = [harness.program("sweep-worker"), "--connect", f"tcp:{host}:{port}",
+                "--checkpoint-dir", os.path.join(root, "ckpt"), "--cache-dir", os.path.join(root, "cache")]
+
+        rejected = harness.LoggedProcess(base + ["--name", "bad", "--token-file", wrong],
+                                         os.path.join(root, "bad.log"))
+        rejected.wait_log(r"hello rejected: unauthorized: .*\(check --token-file\)", 30)
+        rejected.proc.send_signal(signal.SIGTERM)
+        assert rejected.wait(30) == 0, rejected.log_text(40)
+        rejected.check_sanitizers()
+
+        accepted = harness.LoggedProcess(base + ["--name", "good", "--token-file", token,
+                                                 "--max-trials", "1"],
+                                         os.path.join(root, "good.log"))
+        assert accepted.wait(60) == 0, accepted.log_text(40)
+        accepted.check_sanitizers()
+        (_, state, _, _, _), = trials(d)
+        assert state == "completed", state
+
+
 if __name__ == "__main__":
     harness.main(globals())
