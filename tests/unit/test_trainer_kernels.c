@@ -176,9 +176,10 @@ static void test_crossentropy(void)
     compare("crossentropy forward losses", losses, losses_ref, (size_t)N);
     compare("crossentropy forward probs", probs, probs_ref, (size_t)N * V);
     kernel_crossentropy_backward(probs, probs, targets, N, V); /* in place, as the model uses it */
-    kernel_crossentropy_backward_ref(probs_ref, probs_ref, targets, N, V);
-    compare("crossentropy backward", probs, probs_ref, (size_t)N * V);
-    free(logits); free(probs); free(probs_ref);
+    float *dlogits_ref = calloc((size_t)N * V, 4);
+    kernel_crossentropy_backward_ref(dlogits_ref, probs_ref, targets, N, V);
+    compare("crossentropy backward", probs, dlogits_ref, (size_t)N * V);
+    free(logits); free(probs); free(probs_ref); free(dlogits_ref);
 }
 
 int main(void)
