@@ -1,10 +1,10 @@
 """sweep-worker against a real sweepd and real training on a tiny model.
 
-Cases: a sweep run by two workers; SIGTERM mid-trial with a bit-identical
-resume on another worker, checked against an uninterrupted sweep-train run;
-SIGKILL mid-trial with a requeue; SIGKILL of sweepd mid-sweep followed by a
-restart that loses nothing and counts nothing twice. Every wait is on a log
-line or a process exit.
+Cases: a sweep run by two workers. SIGTERM mid-trial, with a bit-identical
+resume on another worker that is checked against an uninterrupted sweep-train
+run. SIGKILL mid-trial, with a requeue. SIGKILL of sweepd mid-sweep, followed
+by a restart that loses nothing and counts nothing twice. A TCP connection
+with a right and a wrong token. Every wait is on a log line or a process exit.
 """
 
 import json
