@@ -148,7 +148,10 @@ static void send_hello(session *s)
 static void send_heartbeat(session *s, enum req_kind kind)
 {
     cJSON *msg = new_request("heartbeat");
-    if (s->has_trial && !s->dropped) {
+    /* Once the final report is sent, the daemon reads it before this
+     * heartbeat and ends the lease, so a heartbeat carrying the lease would
+     * be rejected as stale: send a plain keep-alive instead. */
+    if (s->has_trial && !s->dropped && !s->final_sent) {
         msg = add_lease_fields(msg, &s->cur);
         if (msg != NULL && s->have_progress) {
             if (cJSON_AddNumberToObject(msg, "step", (double)s->progress.step) == NULL ||
