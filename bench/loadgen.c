@@ -238,7 +238,8 @@ static int run_query(const char *socket_path, const char *op, long sweep, int re
         cJSON_Delete(reply);
     }
     qsort(t, (size_t)repeat, sizeof(*t), cmp_u64);
-    printf("{\"op\":\"%s%s\",\"repeat\":%d,\"median_ms\":%.2f,\"max_ms\":%.2f}\n", op, extra[0] ? "+by" : "", repeat,
+    printf("{\"op\":\"%s%s\",\"repeat\":%d,\"median_ms\":%.2f,\"max_ms\":%.2f}\n", op,
+           strstr(extra, "\"by\"") ? "+by" : "", repeat,
            (double)t[repeat / 2] / 1e6, (double)t[repeat - 1] / 1e6);
     free(t);
     close(fd);
