@@ -27,8 +27,8 @@ typedef struct optimizer optimizer;
 /* Creates an optimizer of kind cfg->optimizer (cfg must be finalized) for
  * n tensors. The table is copied. Shampoo computes its roots on as many
  * threads as OpenBLAS is set to use at this call (trainer_thread_setup, so
- * --threads), and with precondition_async on one more background thread;
- * those threads live until optim_free. Returns 0, or -1 with err set (bad
+ * --threads), or with precondition_async on one background thread; those
+ * threads live until optim_free. Returns 0, or -1 with err set (bad
  * hyperparameter, out of memory, a thread failed to start). */
 int optim_create(optimizer **out, const train_config *cfg, const tensor_desc *tensors, size_t n,
                  char *err, size_t err_size);
@@ -58,7 +58,7 @@ int optim_state_import(optimizer *opt, const void *buf, size_t size);
 long optim_rejected_roots(const optimizer *opt);
 
 /* Threads that compute a synchronous Shampoo root refresh, the caller
- * included (1 for the other optimizers). */
+ * included (1 for the other optimizers and for precondition_async). */
 int optim_root_threads(const optimizer *opt);
 
 #endif

@@ -245,7 +245,7 @@ void optim_roots_run_here(optim_roots *roots, optim_root_task *tasks, size_t n)
 
 void optim_roots_run(optim_roots *roots, optim_root_task *tasks, size_t n)
 {
-    if (roots->pool.n_threads == 0) {
+    if (roots->pool.n_threads == 0 || n == 0) {
         optim_roots_run_here(roots, tasks, n);
         return;
     }

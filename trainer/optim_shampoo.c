@@ -117,8 +117,11 @@ static int shampoo_plan(optimizer *opt, char *err, size_t err_size)
                  max_side);
         return -1;
     }
-    if (optim_roots_create(&opt->roots, openblas_get_num_threads(), cfg->precondition_async, max_side,
-                           cfg->root_method, cfg->matrix_eps, err, err_size) < 0)
+    /* The asynchronous mode computes every root on its background thread,
+     * so it needs no pool. */
+    int pool_threads = cfg->precondition_async ? 1 : openblas_get_num_threads();
+    if (optim_roots_create(&opt->roots, pool_threads, cfg->precondition_async, max_side, cfg->root_method,
+                           cfg->matrix_eps, err, err_size) < 0)
         return -1;
 
     for (size_t i = 0; i < opt->n_tensors; i++) {
