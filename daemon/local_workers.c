@@ -153,7 +153,8 @@ static void spawn_worker(local_worker *w)
         }
         w->pipes[i].data = w;
     }
-    char *args[] = {lw->exe, "--connect", lw->connect, "--threads", "1", "--name", w->name, NULL};
+    char *args[] = {lw->exe,          "--connect", lw->connect, "--threads",         "1",
+                    "--name",         w->name,     "--checkpoint-dir", lw->checkpoint_dir, NULL};
     uv_stdio_container_t stdio[3] = {
         {.flags = UV_IGNORE},
         {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&w->pipes[0]},
@@ -212,7 +213,8 @@ static void find_exe(local_workers *lw)
     snprintf(lw->exe, sizeof(lw->exe), "sweep-worker");
 }
 
-int local_workers_start(local_workers *lw, uv_loop_t *loop, const char *socket_path, int count)
+int local_workers_start(local_workers *lw, uv_loop_t *loop, const char *socket_path,
+                        const char *checkpoint_dir, int count)
 {
     memset(lw, 0, sizeof(*lw));
     lw->loop = loop;
@@ -223,13 +225,19 @@ int local_workers_start(local_workers *lw, uv_loop_t *loop, const char *socket_p
         return UV_ENOMEM;
     lw->count = count;
     find_exe(lw);
-    snprintf(lw->connect, sizeof(lw->connect), "unix:%s", socket_path);
+    int n = snprintf(lw->connect, sizeof(lw->connect), "unix:%s", socket_path);
+    int m = snprintf(lw->checkpoint_dir, sizeof(lw->checkpoint_dir), "%s", checkpoint_dir);
+    if (n < 0 || (size_t)n >= sizeof(lw->connect) || m < 0 || (size_t)m >= sizeof(lw->checkpoint_dir)) {
+        log_error("local", "the socket path %s or checkpoint directory %s is too long for a worker argument",
+                  socket_path, checkpoint_dir);
+        return UV_ENAMETOOLONG;
+    }
     int rc = uv_timer_init(loop, &lw->kill_timer);
     if (rc != 0)
         return rc;
     lw->kill_timer.data = lw;
     lw->kill_timer_open = 1;
-    log_info("local", "starting %d local workers with %s", count, lw->exe);
+    log_info("local", "starting %d local workers with %s (checkpoints in %s)", count, lw->exe, lw->checkpoint_dir);
     for (int i = 0; i < count; i++) {
         local_worker *w = &lw->workers[i];
         w->owner = lw;

@@ -1,5 +1,6 @@
 /* Local sweep-worker processes started by sweepd --workers N. Each child runs
- * `sweep-worker --connect unix:SOCKET --threads 1 --name local-K`, found next
+ * `sweep-worker --connect unix:SOCKET --threads 1 --name local-K
+ * --checkpoint-dir STATE_DIR/checkpoints`, found next
  * to the sweepd binary or on PATH. Its stdout and stderr lines are copied to
  * sweepd's stderr with a "local-K | " prefix. A child that exits with an error
  * is restarted with exponential backoff. Five quick failures in a row count
@@ -54,13 +55,17 @@ struct local_workers {
     int count;
     char exe[PATH_MAX];
     char connect[PATH_MAX + 8];
+    char checkpoint_dir[PATH_MAX];
     int stopping;
     uv_timer_t kill_timer;
     int kill_timer_open;
 };
 
-/* Starts count workers (0 does nothing). Returns 0 or a negative libuv error. */
-int local_workers_start(local_workers *lw, uv_loop_t *loop, const char *socket_path, int count);
+/* Starts count workers (0 does nothing), each storing its checkpoints under
+ * checkpoint_dir. Returns 0 or a negative libuv error (UV_ENAMETOOLONG when a
+ * path does not fit). */
+int local_workers_start(local_workers *lw, uv_loop_t *loop, const char *socket_path,
+                        const char *checkpoint_dir, int count);
 /* Sends SIGTERM to running children and SIGKILL after the grace period; the
  * handles close as the children go, so the loop can end. */
 void local_workers_stop(local_workers *lw);

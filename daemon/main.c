@@ -17,6 +17,7 @@
 
 #include <uv.h>
 
+#include "detach.h"
 #include "local_workers.h"
 #include "log.h"
 #include "server.h"
@@ -34,6 +35,7 @@ typedef struct options {
     long max_connections;
     long max_line_bytes;
     int synchronous_full;
+    int foreground;
 } options;
 
 static const char usage[] =
@@ -51,7 +53,8 @@ static const char usage[] =
     "  --max-line-bytes N       longest request line in bytes (default 1048576)\n"
     "  --synchronous full|normal  SQLite synchronous mode (default full; see docs/STORAGE.md)\n"
     "  --log-level LEVEL        debug, info, warn or error (default info)\n"
-    "  --foreground             stay in the foreground (sweepd never daemonizes itself)\n";
+    "  --foreground             stay in the foreground and log to stderr; without it sweepd detaches\n"
+    "                           once it listens and appends its log to STATE_DIR/sweepd.log\n";
 
 static int parse_seconds(const char *option, const char *text, double *out)
 {
@@ -179,7 +182,7 @@ static int parse_options(int argc, char **argv, options *opt)
             log_set_level(level);
             break;
         }
-        case OPT_FG: break;
+        case OPT_FG: opt->foreground = 1; break;
         case OPT_HELP: fputs(usage, stdout); exit(0);
         default: fputs(usage, stderr); return -1;
         }
@@ -250,6 +253,26 @@ static int take_lock(const char *state_dir)
     return fd;
 }
 
+/* Creates STATE_DIR/checkpoints and writes its absolute path to out, so
+ * local workers and the hello reply name it whatever the working directory
+ * of the reader. Returns 0, or -1 after logging. */
+static int make_checkpoint_dir(const char *state_dir, char *out, size_t size)
+{
+    char path[PATH_MAX + 16];
+    snprintf(path, sizeof(path), "%s/checkpoints", state_dir);
+    if (make_dirs(path) != 0) {
+        log_error("main", "creating the checkpoint directory %s failed: %s", path, strerror(errno));
+        return -1;
+    }
+    char absolute[PATH_MAX];
+    if (!realpath(path, absolute)) {
+        log_error("main", "resolving the checkpoint directory %s failed: %s", path, strerror(errno));
+        return -1;
+    }
+    snprintf(out, size, "%s", absolute);
+    return 0;
+}
+
 /* Reads the token: the file's first line, without trailing whitespace. */
 static int read_token(const char *path, char *out, size_t size)
 {
@@ -314,16 +337,27 @@ int main(int argc, char **argv)
         log_error("main", "creating the state directory %s failed: %s", opt.state_dir, strerror(errno));
         return 1;
     }
-    int lock_fd = take_lock(opt.state_dir);
-    if (lock_fd < 0)
-        return 1;
-
     static char token[512];
     if (opt.token_file && read_token(opt.token_file, token, sizeof(token)) != 0)
         return 1;
-    char socket_path[PATH_MAX + 16], db_path[PATH_MAX + 16];
+    char socket_path[PATH_MAX + 16], db_path[PATH_MAX + 16], checkpoint_dir[PATH_MAX + 16];
     snprintf(socket_path, sizeof(socket_path), "%s/sweepd.sock", opt.state_dir);
     snprintf(db_path, sizeof(db_path), "%s/sweepd.db", opt.state_dir);
+    if (make_checkpoint_dir(opt.state_dir, checkpoint_dir, sizeof(checkpoint_dir)) != 0)
+        return 1;
+
+    /* Detach before the lock, the database and the loop exist, so the daemon
+     * process owns all of them; the starting process waits for ready_fd. */
+    int ready_fd = -1;
+    if (!opt.foreground) {
+        char log_path[PATH_MAX + 16];
+        snprintf(log_path, sizeof(log_path), "%s/sweepd.log", opt.state_dir);
+        if (detach_start(log_path, &ready_fd) != 0)
+            return 1;
+    }
+    int lock_fd = take_lock(opt.state_dir);
+    if (lock_fd < 0)
+        return 1;
 
     char err[512];
     store *st = NULL;
@@ -340,6 +374,7 @@ int main(int argc, char **argv)
         .socket_path = opt.socket_path ? opt.socket_path : socket_path,
         .listen_address = opt.listen_address,
         .token = opt.token_file ? token : NULL,
+        .checkpoint_dir = checkpoint_dir,
         .heartbeat_timeout_s = opt.heartbeat_timeout_s,
         .idle_timeout_s = opt.idle_timeout_s,
         .grace_s = opt.grace_s,
@@ -366,8 +401,10 @@ int main(int argc, char **argv)
         if (workers < 0) {
             workers = (int)uv_available_parallelism();
         }
-        if (local_workers_start(&d.workers, loop, sopt.socket_path, workers) != 0)
+        if (local_workers_start(&d.workers, loop, sopt.socket_path, checkpoint_dir, workers) != 0)
             status = 1;
+        else
+            detach_ready(ready_fd);
     }
     if (status != 0) {
         server_stop(&d.srv);

@@ -375,6 +375,8 @@ void ops_hello(request *req)
 
         cJSON_AddStringToObject(reply, "worker_id", c->name);
         cJSON_AddNumberToObject(reply, "heartbeat_timeout_ms", srv->opt.heartbeat_timeout_s * 1000.0);
+        if (srv->opt.checkpoint_dir)
+            cJSON_AddStringToObject(reply, "checkpoint_dir", srv->opt.checkpoint_dir);
         if (leases)
             cJSON_AddItemToObject(reply, "leases", represent_leases(req, leases));
     } else if (strcmp(role, "client") != 0) {

@@ -22,6 +22,7 @@ typedef struct server_options {
     const char *socket_path;
     const char *listen_address;  /* "HOST:PORT" or NULL for no TCP */
     const char *token;           /* required on TCP */
+    const char *checkpoint_dir;  /* named in the worker hello reply; NULL: not named */
     double heartbeat_timeout_s;  /* default 30 */
     double idle_timeout_s;       /* default 30 */
     double grace_s;              /* restart grace for re-presented leases, default 60 */
