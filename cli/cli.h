@@ -67,12 +67,16 @@ enum { CLI_OPT_CONNECT = 1000, CLI_OPT_TOKEN_FILE, CLI_OPT_JSON, CLI_OPT_HELP };
     {"json", no_argument, NULL, CLI_OPT_JSON},                     \
     {"help", no_argument, NULL, CLI_OPT_HELP}
 
-/* One option of a subcommand: a flag (--generic) or an option with a value
- * (--limit N). Exactly one of value and flag is set. */
+/* One option of a subcommand: a flag (--generic), an option with a value
+ * (--limit N) or a repeatable one (--where A=B --where C=D). Exactly one of
+ * value, flag and list is set. */
 typedef struct cli_opt {
     const char *name;   /* long name without the dashes; NULL ends a list */
     const char **value; /* receives the value of --name VALUE */
     int *flag;          /* set to 1 by --name */
+    const char **list;  /* receives each value of a repeated --name VALUE */
+    int *list_count;    /* number of values stored in list */
+    int list_max;       /* capacity of list; one more value is a usage error */
 } cli_opt;
 
 #define CLI_MAX_OPTS 16

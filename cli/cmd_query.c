@@ -199,18 +199,108 @@ int cli_cmd_status(cli_ctx *ctx, const cli_command *cmd, int argc, char **argv)
     return CLI_EXIT_OK;
 }
 
+/* The most --where conditions; sweepd accepts 16 per request. */
+#define MAX_WHERE 16
+
+/* Converts NAME=VALUE to a member of where: "true" and "false" become
+ * booleans, text that parses whole as a finite number becomes a number, and
+ * anything else stays a string. trial_params stores numeric text as a number
+ * too, so "3" matches a parameter value of 3. Returns 0, or a usage error. */
+static int add_where(const cli_command *cmd, cJSON *where, const char *text)
+{
+    const char *eq = strchr(text, '=');
+    if (eq == NULL || eq == text)
+        return cli_usage_error(cmd, "invalid --where '%s': expected NAME=VALUE, e.g. optimizer=adam",
+                               text);
+    char name[256];
+    if ((size_t)(eq - text) >= sizeof(name))
+        return cli_usage_error(cmd, "invalid --where '%s': the name is longer than %zu bytes", text,
+                               sizeof(name) - 1);
+    memcpy(name, text, (size_t)(eq - text));
+    name[eq - text] = '\0';
+    if (cJSON_GetObjectItemCaseSensitive(where, name) != NULL)
+        return cli_usage_error(cmd, "--where names %s twice; give one value per parameter", name);
+
+    const char *value = eq + 1;
+    char *end;
+    double number = strtod(value, &end);
+    cJSON *item;
+    if (strcmp(value, "true") == 0 || strcmp(value, "false") == 0)
+        item = cJSON_CreateBool(strcmp(value, "true") == 0);
+    else if (value[0] != '\0' && *end == '\0' && isfinite(number))
+        item = cJSON_CreateNumber(number);
+    else
+        item = cJSON_CreateString(value);
+    if (item == NULL || !cJSON_AddItemToObject(where, name, item)) {
+        cJSON_Delete(item);
+        fprintf(stderr, "sweepctl: out of memory building --where\n");
+        return CLI_EXIT_PROTOCOL;
+    }
+    return 0;
+}
+
+/* Builds the members of a trials request. Returns the text (caller frees)
+ * or NULL after printing why, with *rc set. state and sort were checked
+ * against fixed word lists, so they need no JSON escaping. */
+static char *trials_members(const cli_command *cmd, long long sweep, const char *state,
+                            const char *sort, long long limit, long long offset,
+                            const char *const *wheres, int nwhere, int *rc)
+{
+    char head[256];
+    int n = snprintf(head, sizeof(head), "\"sweep\":%lld", sweep);
+    if (state != NULL)
+        n += snprintf(head + n, sizeof(head) - (size_t)n, ",\"state\":\"%s\"", state);
+    if (sort != NULL)
+        n += snprintf(head + n, sizeof(head) - (size_t)n, ",\"sort\":\"%s\"", sort);
+    if (limit >= 0)
+        n += snprintf(head + n, sizeof(head) - (size_t)n, ",\"limit\":%lld", limit);
+    if (offset >= 0)
+        snprintf(head + n, sizeof(head) - (size_t)n, ",\"offset\":%lld", offset);
+
+    cJSON *where = cJSON_CreateObject();
+    *rc = where ? 0 : CLI_EXIT_PROTOCOL;
+    for (int i = 0; i < nwhere && *rc == 0; i++)
+        *rc = add_where(cmd, where, wheres[i]);
+    char *where_text = *rc == 0 && nwhere > 0 ? cJSON_PrintUnformatted(where) : NULL;
+    cJSON_Delete(where);
+    if (*rc != 0)
+        return NULL;
+    if (nwhere > 0 && where_text == NULL) {
+        *rc = CLI_EXIT_PROTOCOL;
+        fprintf(stderr, "sweepctl: out of memory building --where\n");
+        return NULL;
+    }
+
+    size_t size = strlen(head) + (where_text ? strlen(where_text) : 0) + 16;
+    char *members = malloc(size);
+    if (members == NULL) {
+        *rc = CLI_EXIT_PROTOCOL;
+        fprintf(stderr, "sweepctl: out of memory building the request\n");
+    } else if (where_text != NULL) {
+        snprintf(members, size, "%s,\"where\":%s", head, where_text);
+    } else {
+        snprintf(members, size, "%s", head);
+    }
+    cJSON_free(where_text);
+    return members;
+}
+
 int cli_cmd_trials(cli_ctx *ctx, const cli_command *cmd, int argc, char **argv)
 {
-    const char *state = NULL, *sort = NULL, *limit_text = NULL;
+    const char *state = NULL, *sort = NULL, *limit_text = NULL, *offset_text = NULL;
+    const char *wheres[MAX_WHERE];
+    int nwhere = 0;
     const cli_opt opts[] = {
-        {"state", &state, NULL},
-        {"sort", &sort, NULL},
-        {"limit", &limit_text, NULL},
-        {NULL, NULL, NULL},
+        {"state", &state, NULL, NULL, NULL, 0},
+        {"sort", &sort, NULL, NULL, NULL, 0},
+        {"limit", &limit_text, NULL, NULL, NULL, 0},
+        {"offset", &offset_text, NULL, NULL, NULL, 0},
+        {"where", NULL, NULL, wheres, &nwhere, MAX_WHERE},
+        {NULL, NULL, NULL, NULL, NULL, 0},
     };
     const char *pos[1];
     int npos;
-    long long sweep, limit = -1;
+    long long sweep, limit = -1, offset = -1;
 
     int rc = cli_parse_args(ctx, cmd, argc, argv, opts, pos, 1, 1, &npos);
     if (rc != 0)
@@ -225,20 +315,17 @@ int cli_cmd_trials(cli_ctx *ctx, const cli_command *cmd, int argc, char **argv)
                                     "or seconds", sort);
     if (limit_text != NULL && (rc = cli_parse_count(cmd, "--limit", limit_text, &limit)) != 0)
         return rc;
-
-    /* state and sort are checked against fixed word lists above, so they
-     * need no JSON escaping. */
-    char members[256];
-    int n = snprintf(members, sizeof(members), "\"sweep\":%lld", sweep);
-    if (state != NULL)
-        n += snprintf(members + n, sizeof(members) - (size_t)n, ",\"state\":\"%s\"", state);
-    if (sort != NULL)
-        n += snprintf(members + n, sizeof(members) - (size_t)n, ",\"sort\":\"%s\"", sort);
-    if (limit >= 0)
-        snprintf(members + n, sizeof(members) - (size_t)n, ",\"limit\":%lld", limit);
+    if (offset_text != NULL &&
+        (rc = cli_parse_count(cmd, "--offset", offset_text, &offset)) != 0)
+        return rc;
+    char *members = trials_members(cmd, sweep, state, sort, limit, offset, wheres, nwhere, &rc);
+    if (members == NULL)
+        return rc;
 
     cJSON *reply;
-    if ((rc = cli_call_once(ctx, "trials", members, &reply)) != 0)
+    rc = cli_call_once(ctx, "trials", members, &reply);
+    free(members);
+    if (rc != 0)
         return rc;
     if (ctx->json) {
         rc = cli_print_json(reply);

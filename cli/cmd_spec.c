@@ -193,9 +193,9 @@ int cli_cmd_validate(cli_ctx *ctx, const cli_command *cmd, int argc, char **argv
     const char *show_text = NULL;
     int generic = 0;
     const cli_opt opts[] = {
-        {"generic", NULL, &generic},
-        {"show", &show_text, NULL},
-        {NULL, NULL, NULL},
+        {"generic", NULL, &generic, NULL, NULL, 0},
+        {"show", &show_text, NULL, NULL, NULL, 0},
+        {NULL, NULL, NULL, NULL, NULL, 0},
     };
     const char *pos[1];
     int npos;

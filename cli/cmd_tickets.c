@@ -51,9 +51,9 @@ int cli_cmd_tickets(cli_ctx *ctx, const cli_command *cmd, int argc, char **argv)
 {
     const char *threshold_text = NULL, *by = NULL;
     const cli_opt opts[] = {
-        {"threshold", &threshold_text, NULL},
-        {"by", &by, NULL},
-        {NULL, NULL, NULL},
+        {"threshold", &threshold_text, NULL, NULL, NULL, 0},
+        {"by", &by, NULL, NULL, NULL, 0},
+        {NULL, NULL, NULL, NULL, NULL, 0},
     };
     const char *pos[1];
     int npos;

@@ -5,16 +5,14 @@
  * best_loss, steps, seconds, worker. CSV follows RFC 4180 quoting: a field
  * with a comma, a double quote or a line break is quoted, with inner quotes
  * doubled. Non-finite losses are written as nan, inf or -inf. In JSON output
- * they are strings, so it never contains a bare NaN or Infinity.
+ * they are strings, so it never contains a bare NaN or Infinity. Trials are
+ * read in pages by trial id, so memory stays bounded for any sweep size.
  */
 #include "cli.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* The maximum "limit" that sweepd accepts in a trials request. */
-#define EXPORT_MAX_TRIALS 100000
 
 static const char *const fixed_before[] = {"trial", "state", "attempts"};
 static const char *const fixed_after[] = {"final_loss", "best_loss", "steps", "seconds",
@@ -116,14 +114,11 @@ static const char *csv_value(const cJSON *v, char *buf, size_t size)
     return cli_fmt_scalar(v, "", buf, size);
 }
 
-static int write_csv(const cJSON *trials, cJSON *const *flat_params, const name_set *names,
-                     FILE *out)
+/* Writes the CSV header: a parameter whose name equals a fixed column gets
+ * "params." in front. */
+static void write_csv_header(const name_set *names, FILE *out)
 {
-    static char value[65536];
-    const cJSON *t;
-    size_t row = 0;
-
-    /* Header: a parameter whose name equals a fixed column gets "params.". */
+    char value[1024];
     int first = 1;
     for (size_t i = 0; i < 3; i++, first = 0)
         write_csv_field(out, fixed_before[i], first);
@@ -143,171 +138,195 @@ static int write_csv(const cJSON *trials, cJSON *const *flat_params, const name_
     for (size_t i = 0; i < 5; i++)
         write_csv_field(out, fixed_after[i], 0);
     fputc('\n', out);
+}
 
-    cJSON_ArrayForEach(t, trials) {
-        first = 1;
-        for (size_t i = 0; i < 3; i++, first = 0)
-            write_csv_field(out, csv_value(cJSON_GetObjectItemCaseSensitive(t, fixed_before[i]),
-                                           value, sizeof(value)), first);
-        for (size_t i = 0; i < names->count; i++)
-            write_csv_field(out, csv_value(cJSON_GetObjectItemCaseSensitive(flat_params[row],
-                                                                             names->names[i]),
-                                           value, sizeof(value)), 0);
-        for (size_t i = 0; i < 5; i++)
-            write_csv_field(out, csv_value(cJSON_GetObjectItemCaseSensitive(t, fixed_after[i]),
-                                           value, sizeof(value)), 0);
-        fputc('\n', out);
-        row++;
+/* Writes one CSV row: the fixed columns and the parameters of flat_params. */
+static void write_csv_row(const cJSON *t, const cJSON *flat_params, const name_set *names,
+                          FILE *out)
+{
+    static char value[65536];
+    int first = 1;
+    for (size_t i = 0; i < 3; i++, first = 0)
+        write_csv_field(out, csv_value(cJSON_GetObjectItemCaseSensitive(t, fixed_before[i]),
+                                       value, sizeof(value)), first);
+    for (size_t i = 0; i < names->count; i++)
+        write_csv_field(out, csv_value(cJSON_GetObjectItemCaseSensitive(flat_params,
+                                                                         names->names[i]),
+                                       value, sizeof(value)), 0);
+    for (size_t i = 0; i < 5; i++)
+        write_csv_field(out, csv_value(cJSON_GetObjectItemCaseSensitive(t, fixed_after[i]),
+                                       value, sizeof(value)), 0);
+    fputc('\n', out);
+}
+
+/* Builds the JSON export row of one trial, with "params" flattened (taking
+ * ownership of flat_params). Returns the row (owned by the caller) or NULL
+ * when out of memory. */
+static cJSON *build_json_row(const cJSON *t, cJSON *flat_params)
+{
+    cJSON *r = cJSON_CreateObject();
+    if (r == NULL) {
+        cJSON_Delete(flat_params);
+        return NULL;
+    }
+    for (size_t i = 0; i < 3; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(t, fixed_before[i]);
+        cJSON *copy = v ? cJSON_Duplicate(v, 1) : cJSON_CreateNull();
+        if (copy == NULL || !cJSON_AddItemToObject(r, fixed_before[i], copy))
+            goto fail;
+    }
+    if (!cJSON_AddItemToObject(r, "params", flat_params)) {
+        flat_params = NULL;
+        goto fail;
+    }
+    flat_params = NULL;
+    for (size_t i = 0; i < 5; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(t, fixed_after[i]);
+        cJSON *copy = v ? cJSON_Duplicate(v, 1) : cJSON_CreateNull();
+        if (copy == NULL || !cJSON_AddItemToObject(r, fixed_after[i], copy))
+            goto fail;
+    }
+    return r;
+
+fail:
+    cJSON_Delete(flat_params);
+    cJSON_Delete(r);
+    return NULL;
+}
+
+/* Trials per trials request of the export: small enough that one page of
+ * replies stays a few megabytes, large enough that a 1M-trial sweep takes
+ * 100 requests. */
+#define EXPORT_PAGE_TRIALS 10000
+
+/* The export in progress: one connection, paging by trial id. */
+typedef struct export_run {
+    cli_conn conn;
+    long long sweep;
+    int csv;
+    FILE *out;
+    name_set names;     /* CSV columns, collected in the first pass */
+    long long last_id;  /* the largest trial id of the first pass */
+    long long rows;     /* rows written */
+} export_run;
+
+/* Fetches the page of trials after trial id after. Returns 0 with *reply
+ * and *trials set (the reply owned by the caller) or an exit code. */
+static int fetch_page(export_run *run, long long after, cJSON **reply, const cJSON **trials)
+{
+    char members[128];
+    snprintf(members, sizeof(members), "\"sweep\":%lld,\"sort\":\"id\",\"after\":%lld,\"limit\":%d",
+             run->sweep, after, EXPORT_PAGE_TRIALS);
+    int rc = cli_conn_call(&run->conn, "trials", members, reply, NULL);
+    if (rc != 0)
+        return rc;
+    *trials = cJSON_GetObjectItemCaseSensitive(*reply, "trials");
+    if (!cJSON_IsArray(*trials)) {
+        fprintf(stderr, "sweepctl: the trials reply has no \"trials\" array\n");
+        cJSON_Delete(*reply);
+        *reply = NULL;
+        return CLI_EXIT_PROTOCOL;
     }
     return 0;
 }
 
-/* Builds the JSON export: an array of row objects with "params" flattened.
- * Returns the array (owned by the caller) or NULL when out of memory. */
-static cJSON *build_json_rows(const cJSON *trials, cJSON *const *flat_params)
+/* Handles one page: pass 0 collects CSV column names and the last trial id,
+ * pass 1 writes rows up to that id (CSV) or every row (JSON, one pass).
+ * Sets *next to the page's last trial id, or 0 when the export is done.
+ * Returns 0 or an exit code. */
+static int export_page(export_run *run, int pass, const cJSON *trials, long long *next)
 {
-    cJSON *rows = cJSON_CreateArray();
     const cJSON *t;
-    size_t row = 0;
-
-    if (rows == NULL)
-        return NULL;
+    *next = 0;
     cJSON_ArrayForEach(t, trials) {
-        cJSON *r = cJSON_CreateObject();
-        if (r == NULL || !cJSON_AddItemToArray(rows, r))
-            goto fail;
-        for (size_t i = 0; i < 3; i++) {
-            const cJSON *v = cJSON_GetObjectItemCaseSensitive(t, fixed_before[i]);
-            cJSON *copy = v ? cJSON_Duplicate(v, 1) : cJSON_CreateNull();
-            if (copy == NULL || !cJSON_AddItemToObject(r, fixed_before[i], copy))
-                goto fail;
+        long long id = 0;
+        if (!cli_get_ll(t, "trial", &id) || id <= 0) {
+            fprintf(stderr, "sweepctl: a trial in the trials reply has no valid \"trial\" id\n");
+            return CLI_EXIT_PROTOCOL;
         }
-        cJSON *params = cJSON_Duplicate(flat_params[row], 1);
-        if (params == NULL || !cJSON_AddItemToObject(r, "params", params))
-            goto fail;
-        for (size_t i = 0; i < 5; i++) {
-            const cJSON *v = cJSON_GetObjectItemCaseSensitive(t, fixed_after[i]);
-            cJSON *copy = v ? cJSON_Duplicate(v, 1) : cJSON_CreateNull();
-            if (copy == NULL || !cJSON_AddItemToObject(r, fixed_after[i], copy))
-                goto fail;
-        }
-        row++;
-    }
-    return rows;
-
-fail:
-    cJSON_Delete(rows);
-    return NULL;
-}
-
-/* Writes the export of a trials reply to out. Returns an exit code. */
-static int write_export(const cJSON *reply, int csv, FILE *out)
-{
-    const cJSON *trials = cJSON_GetObjectItemCaseSensitive(reply, "trials");
-    int ntrials = cJSON_GetArraySize(trials);
-    cJSON **flat = calloc((size_t)ntrials + 1, sizeof(cJSON *));
-    name_set names = {0};
-    int rc = CLI_EXIT_OK;
-
-    if (!cJSON_IsArray(trials)) {
-        fprintf(stderr, "sweepctl: the trials reply has no \"trials\" array\n");
-        free(flat);
-        return CLI_EXIT_PROTOCOL;
-    }
-    if (flat == NULL)
-        goto oom;
-
-    /* Flatten every trial's parameters and collect the column names. */
-    const cJSON *t;
-    int row = 0;
-    cJSON_ArrayForEach(t, trials) {
-        if ((flat[row] = cJSON_CreateObject()) == NULL)
-            goto oom;
+        if (run->csv && pass == 1 && id > run->last_id)
+            return 0; /* created after the first pass: its columns are unknown */
+        *next = id;
+        cJSON *flat = cJSON_CreateObject();
         const cJSON *params = cJSON_GetObjectItemCaseSensitive(t, "params");
-        if (cJSON_IsObject(params) && flatten(params, "", flat[row], &names) != 0)
-            goto oom;
-        row++;
+        name_set *set = run->csv && pass == 0 ? &run->names : NULL;
+        if (flat == NULL || (cJSON_IsObject(params) && flatten(params, "", flat, set) != 0)) {
+            cJSON_Delete(flat);
+            fprintf(stderr, "sweepctl: out of memory building the export\n");
+            return CLI_EXIT_PROTOCOL;
+        }
+        if (run->csv && pass == 0) {
+            run->last_id = id;
+            cJSON_Delete(flat);
+            continue;
+        }
+        if (run->csv) {
+            write_csv_row(t, flat, &run->names, run->out);
+            cJSON_Delete(flat);
+        } else {
+            cJSON *row = build_json_row(t, flat);
+            char *text = row ? cJSON_Print(row) : NULL;
+            cJSON_Delete(row);
+            if (text == NULL) {
+                fprintf(stderr, "sweepctl: out of memory building the export\n");
+                return CLI_EXIT_PROTOCOL;
+            }
+            fputs(run->rows == 0 ? "[\n" : ",\n", run->out);
+            fputs(text, run->out);
+            free(text);
+        }
+        run->rows++;
     }
-    if (names.count > 0)
-        qsort(names.names, names.count, sizeof(char *), compare_names);
-
-    if (csv) {
-        rc = write_csv(trials, flat, &names, out);
-    } else {
-        cJSON *rows = build_json_rows(trials, flat);
-        char *text = rows ? cJSON_Print(rows) : NULL;
-        cJSON_Delete(rows);
-        if (text == NULL)
-            goto oom;
-        fputs(text, out);
-        fputc('\n', out);
-        free(text);
-    }
-    goto done;
-
-oom:
-    fprintf(stderr, "sweepctl: out of memory building the export\n");
-    rc = CLI_EXIT_PROTOCOL;
-done:
-    for (int i = 0; flat != NULL && i < ntrials; i++)
-        cJSON_Delete(flat[i]);
-    free(flat);
-    name_set_free(&names);
-    return rc;
+    if (cJSON_GetArraySize(trials) < EXPORT_PAGE_TRIALS)
+        *next = 0; /* a short page is the last one */
+    return 0;
 }
 
-/* Fetches every trial of the sweep, ordered by id, over one connection: a
- * status request counts the trials, then one trials request asks for all of
- * them. Returns 0 with *reply set (owned by the caller) or an exit code. */
-static int fetch_trials(const cli_ctx *ctx, long long sweep, cJSON **reply)
+/* Runs one pass over every trial of the sweep, page by page. */
+static int export_pass(export_run *run, int pass)
 {
-    cli_conn conn;
-    cJSON *status = NULL;
-    char members[96];
-    int rc;
+    long long after = 0;
+    do {
+        cJSON *reply;
+        const cJSON *trials;
+        int rc = fetch_page(run, after, &reply, &trials);
+        if (rc == 0)
+            rc = export_page(run, pass, trials, &after);
+        cJSON_Delete(reply);
+        if (rc != 0)
+            return rc;
+    } while (after > 0);
+    return 0;
+}
 
-    *reply = NULL;
-    if ((rc = cli_conn_open(ctx, &conn)) != 0)
+/* Writes the whole export. CSV needs two passes because its header lists
+ * every parameter name before the first row. The second pass stops at the
+ * last trial of the first, so trials created meanwhile are left out rather
+ * than written with missing columns. */
+static int write_export(export_run *run)
+{
+    int rc = export_pass(run, 0);
+    if (rc != 0)
         return rc;
-    snprintf(members, sizeof(members), "\"sweep\":%lld", sweep);
-    rc = cli_conn_call(&conn, "status", members, &status, NULL);
-    if (rc != 0) {
-        cli_conn_close(&conn);
-        return rc;
+    if (!run->csv) {
+        fputs(run->rows == 0 ? "[]\n" : "\n]\n", run->out);
+        return 0;
     }
-
-    /* Trials that exist: the sum of the counts per state. */
-    long long count = 0;
-    const cJSON *item;
-    cJSON_ArrayForEach(item, cJSON_GetObjectItemCaseSensitive(status, "counts")) {
-        if (cJSON_IsNumber(item))
-            count += (long long)item->valuedouble;
-    }
-    cJSON_Delete(status);
-
-    /* NOTE: the trials op has no offset, and sweepd caps "limit" at
-     * EXPORT_MAX_TRIALS, so a larger sweep cannot be exported whole yet. */
-    if (count > EXPORT_MAX_TRIALS) {
-        fprintf(stderr, "sweepctl: sweep %lld has %lld trials, but one trials request "
-                        "returns at most %d; export cannot write them all\n", sweep, count,
-                EXPORT_MAX_TRIALS);
-        cli_conn_close(&conn);
-        return CLI_EXIT_DAEMON;
-    }
-    snprintf(members, sizeof(members), "\"sweep\":%lld,\"sort\":\"id\",\"limit\":%lld",
-             sweep, count > 0 ? count : 1);
-    rc = cli_conn_call(&conn, "trials", members, reply, NULL);
-    cli_conn_close(&conn);
-    return rc;
+    if (run->names.count > 0)
+        qsort(run->names.names, run->names.count, sizeof(char *), compare_names);
+    write_csv_header(&run->names, run->out);
+    if (run->last_id == 0)
+        return 0;
+    return export_pass(run, 1);
 }
 
 int cli_cmd_export(cli_ctx *ctx, const cli_command *cmd, int argc, char **argv)
 {
     const char *format = NULL, *output = NULL;
     const cli_opt opts[] = {
-        {"format", &format, NULL},
-        {"output", &output, NULL},
-        {NULL, NULL, NULL},
+        {"format", &format, NULL, NULL, NULL, 0},
+        {"output", &output, NULL, NULL, NULL, 0},
+        {NULL, NULL, NULL, NULL, NULL, 0},
     };
     const char *pos[1];
     int npos;
@@ -327,18 +346,18 @@ int cli_cmd_export(cli_ctx *ctx, const cli_command *cmd, int argc, char **argv)
     if ((rc = cli_parse_sweep(cmd, pos[0], &sweep)) != 0)
         return rc;
 
-    cJSON *reply;
-    if ((rc = fetch_trials(ctx, sweep, &reply)) != 0)
-        return rc;
-
     FILE *out = stdout;
     if (output != NULL && (out = fopen(output, "w")) == NULL) {
         fprintf(stderr, "sweepctl: cannot create '%s': %s\n", output, strerror(errno));
-        cJSON_Delete(reply);
         return CLI_EXIT_USAGE;
     }
-    rc = write_export(reply, strcmp(format, "csv") == 0, out);
-    cJSON_Delete(reply);
+    export_run run = {.sweep = sweep, .csv = strcmp(format, "csv") == 0, .out = out};
+    rc = cli_conn_open(ctx, &run.conn);
+    if (rc == 0) {
+        rc = write_export(&run);
+        cli_conn_close(&run.conn);
+    }
+    name_set_free(&run.names);
 
     int write_failed = out == stdout ? fflush(out) != 0 : fclose(out) != 0;
     if (write_failed && rc == 0) {

@@ -21,11 +21,16 @@ static const cli_command commands[] = {
     {"list", "", "list all sweeps with their state and progress", NULL, cli_cmd_list},
     {"status", "[SWEEP]", "show trial counts per state, progress and best loss", NULL,
      cli_cmd_status},
-    {"trials", "SWEEP [--state S] [--sort KEY] [--limit N]", "list the trials of a sweep",
-     "  --state S   only trials in state S (pending, running, completed, diverged,\n"
-     "              failed, cancelled)\n"
-     "  --sort KEY  order by id, final_loss, best_loss or seconds (default id)\n"
-     "  --limit N   print at most N trials (default: the daemon's, 1000 in sweepd)\n",
+    {"trials", "SWEEP [--state S] [--sort KEY] [--limit N] [--offset N] [--where NAME=VALUE]...",
+     "list the trials of a sweep",
+     "  --state S           only trials in state S (pending, running, completed, diverged,\n"
+     "                      failed, cancelled)\n"
+     "  --sort KEY          order by id, final_loss, best_loss or seconds (default id)\n"
+     "  --limit N           print at most N trials (default 1000, at most 100000)\n"
+     "  --offset N          skip the first N trials of that order (default 0)\n"
+     "  --where NAME=VALUE  only trials whose parameter NAME equals VALUE (nested\n"
+     "                      names with dots: model.d_model); repeat to combine, up\n"
+     "                      to 16; true/false and numbers match as such\n",
      cli_cmd_trials},
     {"tickets", "SWEEP --threshold X [--by PARAM]",
      "winning-ticket fractions: runs that reach a loss below X",

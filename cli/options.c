@@ -118,7 +118,7 @@ int cli_parse_args(cli_ctx *ctx, const cli_command *cmd, int argc, char **argv,
     memcpy(longopts, globals, sizeof(globals));
     for (; opts != NULL && opts[nopts].name != NULL && nopts < CLI_MAX_OPTS; nopts++) {
         longopts[nglobal + nopts] = (struct option){
-            opts[nopts].name, opts[nopts].value ? required_argument : no_argument, NULL,
+            opts[nopts].name, opts[nopts].flag ? no_argument : required_argument, NULL,
             CLI_OPT_OWN + nopts};
     }
     longopts[nglobal + nopts] = (struct option){0, 0, 0, 0};
@@ -137,10 +137,15 @@ int cli_parse_args(cli_ctx *ctx, const cli_command *cmd, int argc, char **argv,
         if (global > 0)
             continue;
         const cli_opt *o = &opts[c - CLI_OPT_OWN];
-        if (o->value != NULL)
+        if (o->value != NULL) {
             *o->value = optarg;
-        else
+        } else if (o->list != NULL) {
+            if (*o->list_count >= o->list_max)
+                return cli_usage_error(cmd, "--%s is given more than %d times", o->name, o->list_max);
+            o->list[(*o->list_count)++] = optarg;
+        } else {
             *o->flag = 1;
+        }
     }
 
     int rc = cli_check_global_conflicts(ctx, cmd);

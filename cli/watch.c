@@ -755,9 +755,9 @@ int cli_cmd_watch(cli_ctx *ctx, const cli_command *cmd, int argc, char **argv)
     const char *interval_text = NULL;
     int until_done = 0;
     const cli_opt opts[] = {
-        {"until-done", NULL, &until_done},
-        {"interval", &interval_text, NULL},
-        {NULL, NULL, NULL},
+        {"until-done", NULL, &until_done, NULL, NULL, 0},
+        {"interval", &interval_text, NULL, NULL, NULL, 0},
+        {NULL, NULL, NULL, NULL, NULL, 0},
     };
     const char *pos[1];
     int npos;

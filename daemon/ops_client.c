@@ -201,37 +201,100 @@ void ops_status(request *req)
     server_reply_ok(req->c, req->id, fields);
 }
 
+/* Reads the trials "where" object into matches. Returns the number of
+ * conditions (0 when absent), or -1 after an error reply naming the field. */
+static int read_where(request *req, store_param_match *matches)
+{
+    const cJSON *where = cJSON_GetObjectItemCaseSensitive(req->root, "where");
+    if (!where || cJSON_IsNull(where))
+        return 0;
+    if (!cJSON_IsObject(where)) {
+        server_reply_error(req->c, req->id, PROTO_ERR_BAD_REQUEST,
+                           "where: expected an object of parameter values, such as {\"optimizer\": \"adam\"}");
+        return -1;
+    }
+    int count = 0;
+    const cJSON *item;
+    cJSON_ArrayForEach(item, where)
+    {
+        char sample[100];
+        if (count == STORE_MAX_PARAM_MATCHES) {
+            server_reply_error(req->c, req->id, PROTO_ERR_BAD_REQUEST, "where: at most %d conditions are allowed",
+                               STORE_MAX_PARAM_MATCHES);
+            return -1;
+        }
+        if (!cJSON_IsString(item) && !cJSON_IsNumber(item) && !cJSON_IsBool(item)) {
+            server_reply_error(req->c, req->id, PROTO_ERR_BAD_REQUEST,
+                               "where.%s: expected a string, number or boolean; nested parameters are written "
+                               "with dots, such as \"model.d_model\"",
+                               log_escape(item->string, strlen(item->string), 64, sample, sizeof(sample)));
+            return -1;
+        }
+        matches[count].name = item->string;
+        matches[count].value = item;
+        count++;
+    }
+    return count;
+}
+
+/* Reads an optional non-negative integer field. Returns 0, or -1 after an
+ * error reply. */
+static int read_count(request *req, const char *field, int64_t *out)
+{
+    int has = req_int(req, field, out);
+    if (has < 0)
+        return -1;
+    if (has && *out < 0) {
+        server_reply_error(req->c, req->id, PROTO_ERR_BAD_REQUEST, "%s: %" PRId64 " is negative; use 0 or more",
+                           field, *out);
+        return -1;
+    }
+    return 0;
+}
+
 void ops_trials(request *req)
 {
     store_sweep *sw = find_sweep(req, 1);
     if (!sw)
         return;
-    const char *state_name = NULL, *sort = "id";
-    int64_t limit = TRIALS_DEFAULT_LIMIT;
-    if (req_string(req, "state", &state_name) < 0 || req_string(req, "sort", &sort) < 0 ||
-        req_int(req, "limit", &limit) < 0)
+    const char *state_name = NULL;
+    store_param_match matches[STORE_MAX_PARAM_MATCHES];
+    store_trials_query query = {.sweep = sw->id, .sort = "id", .limit = TRIALS_DEFAULT_LIMIT, .where = matches};
+    if (req_string(req, "state", &state_name) < 0 || req_string(req, "sort", &query.sort) < 0 ||
+        req_int(req, "limit", &query.limit) < 0 || read_count(req, "offset", &query.offset) < 0 ||
+        read_count(req, "after", &query.after) < 0)
         return;
-    int state = -1;
-    if (state_name && (state = store_trial_state_parse(state_name)) < 0) {
+    int where_count = read_where(req, matches);
+    if (where_count < 0)
+        return;
+    query.where_count = (size_t)where_count;
+    query.state = -1;
+    if (state_name && (query.state = store_trial_state_parse(state_name)) < 0) {
         server_reply_error(req->c, req->id, PROTO_ERR_BAD_REQUEST,
                            "state: \"%s\" is unknown; use pending, running, completed, diverged, failed or cancelled",
                            state_name);
         return;
     }
+    const char *sort = query.sort;
     if (strcmp(sort, "id") != 0 && strcmp(sort, "final_loss") != 0 && strcmp(sort, "best_loss") != 0 &&
         strcmp(sort, "seconds") != 0) {
         server_reply_error(req->c, req->id, PROTO_ERR_BAD_REQUEST,
                            "sort: \"%s\" is unknown; use id, final_loss, best_loss or seconds", sort);
         return;
     }
-    if (limit < 1 || limit > TRIALS_MAX_LIMIT) {
+    if (query.after > 0 && strcmp(sort, "id") != 0) {
+        server_reply_error(req->c, req->id, PROTO_ERR_BAD_REQUEST,
+                           "after: pages by trial id and needs sort \"id\"; use offset with sort \"%s\"", sort);
+        return;
+    }
+    if (query.limit < 1 || query.limit > TRIALS_MAX_LIMIT) {
         server_reply_error(req->c, req->id, PROTO_ERR_BAD_REQUEST, "limit: %" PRId64 " is out of range; use 1 to %d",
-                           limit, TRIALS_MAX_LIMIT);
+                           query.limit, TRIALS_MAX_LIMIT);
         return;
     }
     cJSON *fields = cJSON_CreateObject();
     cJSON_AddNumberToObject(fields, "sweep", (double)sw->id);
-    int err = store_query_trials(req->c->srv->st, sw->id, state, sort, limit, fields);
+    int err = store_query_trials(req->c->srv->st, &query, fields);
     if (err != 0) {
         cJSON_Delete(fields);
         server_reply_store_error(req->c, req->id, err, "trials");

@@ -715,6 +715,27 @@ static int random_token(char out[33])
     return 0;
 }
 
+int store_bind_param_value(sqlite3_stmt *s, int index, const cJSON *value)
+{
+    int rc;
+    if (cJSON_IsString(value)) {
+        rc = sqlite3_bind_text(s, index, value->valuestring, -1, SQLITE_TRANSIENT);
+    } else if (cJSON_IsBool(value)) {
+        rc = sqlite3_bind_text(s, index, cJSON_IsTrue(value) ? "true" : "false", -1, SQLITE_STATIC);
+    } else if (cJSON_IsNumber(value)) {
+        /* The range check comes first: casting a double outside int64_t's
+         * range is undefined behaviour. */
+        double v = value->valuedouble;
+        if (v >= -9.2e18 && v <= 9.2e18 && v == (double)(int64_t)v)
+            rc = sqlite3_bind_int64(s, index, (int64_t)v);
+        else
+            rc = sqlite3_bind_double(s, index, v);
+    } else {
+        return 1;
+    }
+    return rc == SQLITE_OK ? 0 : STORE_ERR_NOMEM;
+}
+
 /* Inserts one trial_params row per scalar leaf of params, nested groups
  * joined with '.'. Depth is bounded by the spec's SPEC_MAX_DEPTH. */
 static int insert_params(store *st, int64_t sweep, int64_t trial, const cJSON *obj, const char *prefix)
@@ -733,15 +754,10 @@ static int insert_params(store *st, int64_t sweep, int64_t trial, const cJSON *o
         sqlite3_stmt *s = stmt_get(st, ST_PARAM_INSERT);
         sqlite3_bind_int64(s, 1, sweep);
         sqlite3_bind_text(s, 2, name, -1, SQLITE_TRANSIENT);
-        if (cJSON_IsString(item))
-            sqlite3_bind_text(s, 3, item->valuestring, -1, SQLITE_TRANSIENT);
-        else if (cJSON_IsBool(item))
-            sqlite3_bind_text(s, 3, cJSON_IsTrue(item) ? "true" : "false", -1, SQLITE_STATIC);
-        else if (cJSON_IsNumber(item) && item->valuedouble == (double)(int64_t)item->valuedouble)
-            sqlite3_bind_int64(s, 3, (int64_t)item->valuedouble);
-        else if (cJSON_IsNumber(item))
-            sqlite3_bind_double(s, 3, item->valuedouble);
-        else
+        int bound = store_bind_param_value(s, 3, item);
+        if (bound < 0)
+            return bound;
+        if (bound > 0)
             continue; /* null and lists are not grouping keys */
         sqlite3_bind_int64(s, 4, trial);
         int err = stmt_run(st, s, "inserting a trial parameter");

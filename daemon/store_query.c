@@ -86,12 +86,13 @@ int store_query_status(store *st, store_sweep *sw, cJSON *obj)
     return 0;
 }
 
-int store_query_trials(store *st, int64_t sweep, int state, const char *sort, int64_t limit, cJSON *obj)
+int store_query_trials(store *st, const store_trials_query *query, cJSON *obj)
 {
     sqlite3 *db = store_db(st);
 
     /* sort was checked against this list by the caller; unknown names fall
      * back to id so no text from the request reaches the SQL. */
+    const char *sort = query->sort;
     const char *order = "id";
     if (sort && strcmp(sort, "final_loss") == 0)
         order = "final_loss IS NULL, final_loss";
@@ -99,20 +100,40 @@ int store_query_trials(store *st, int64_t sweep, int state, const char *sort, in
         order = "best_loss IS NULL, best_loss";
     else if (sort && strcmp(sort, "seconds") == 0)
         order = "seconds IS NULL, seconds";
-    char sql[512];
-    snprintf(sql, sizeof(sql),
-             "SELECT id, idx, state, attempt, params, final_loss, best_loss, steps, seconds, worker, "
-             "requeues, failures, checkpoint, checkpoint_step, error FROM trials "
-             "WHERE sweep = ?1 AND (?2 IS NULL OR state = ?2) ORDER BY %s, id LIMIT ?3",
-             order);
+    if (query->where_count > STORE_MAX_PARAM_MATCHES)
+        return STORE_ERR_STATE;
+
+    /* Each parameter condition is a lookup in the trial_params index on
+     * (sweep, name, value); its placeholders are ?6 and up, two per condition. */
+    char sql[4096];
+    int n = snprintf(sql, sizeof(sql),
+                     "SELECT id, idx, state, attempt, params, final_loss, best_loss, steps, seconds, worker, "
+                     "requeues, failures, checkpoint, checkpoint_step, error FROM trials "
+                     "WHERE sweep = ?1 AND (?2 IS NULL OR state = ?2) AND id > ?4");
+    for (size_t i = 0; i < query->where_count; i++)
+        n += snprintf(sql + n, sizeof(sql) - (size_t)n,
+                      " AND id IN (SELECT trial FROM trial_params WHERE sweep = ?1 AND name = ?%zu AND value = ?%zu)",
+                      6 + 2 * i, 7 + 2 * i);
+    snprintf(sql + n, sizeof(sql) - (size_t)n, " ORDER BY %s, id LIMIT ?3 OFFSET ?5", order);
+
     sqlite3_stmt *s = NULL;
     int rc = sqlite3_prepare_v2(db, sql, -1, &s, NULL);
     if (rc != SQLITE_OK)
         return query_fail(db, rc, "preparing the trials query");
-    sqlite3_bind_int64(s, 1, sweep);
-    if (state >= 0)
-        sqlite3_bind_text(s, 2, store_trial_state_name((enum trial_state)state), -1, SQLITE_STATIC);
-    sqlite3_bind_int64(s, 3, limit);
+    sqlite3_bind_int64(s, 1, query->sweep);
+    if (query->state >= 0)
+        sqlite3_bind_text(s, 2, store_trial_state_name((enum trial_state)query->state), -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 3, query->limit);
+    sqlite3_bind_int64(s, 4, query->after);
+    sqlite3_bind_int64(s, 5, query->offset);
+    for (size_t i = 0; i < query->where_count; i++) {
+        sqlite3_bind_text(s, (int)(6 + 2 * i), query->where[i].name, -1, SQLITE_STATIC);
+        int bound = store_bind_param_value(s, (int)(7 + 2 * i), query->where[i].value);
+        if (bound != 0) {
+            sqlite3_finalize(s);
+            return bound < 0 ? bound : STORE_ERR_STATE; /* the caller lets only scalars through */
+        }
+    }
 
     cJSON *list = cJSON_AddArrayToObject(obj, "trials");
     int err = list ? 0 : STORE_ERR_NOMEM;
