@@ -819,6 +819,12 @@ static void on_tick(uv_timer_t *timer)
         }
     }
     server_check_timeouts(srv, now);
+
+    /* A requeue above opened a transaction and may have readied a trial for
+     * a held lease request: commit and serve it in this iteration instead of
+     * after the poll, which would wait for the next tick. */
+    if (store_in_transaction(srv->st) || srv->waiters_ready)
+        wake_loop(srv);
 }
 
 /* ---- start and stop -------------------------------------------------------- */
