@@ -6,7 +6,8 @@
  *          checkpoint, checkpoint_step, final_loss, best_loss, steps, seconds, error, ...)
  *   attempts(trial, attempt, lease, worker, started_ms, ended_ms, outcome, steps, checkpoint, ...)
  *   metrics(trial, step, attempt, train_loss, val_loss)     one row per (trial, step)
- *   trial_params(sweep, name, value, trial)                 flattened scalar parameters
+ *   trial_params(trial, name, sweep, value, state, final_loss)
+ *          flattened scalar parameters, with copies of the trial's state and final_loss
  *   workers(name, host, pid, first_seen_ms, last_seen_ms, state), events(...)
  *
  * Trial states and the function performing each transition:
@@ -29,6 +30,8 @@
  *      the server sends no reply about a write before store_commit() returned 0.
  *   4. The cached counts of a sweep equal SELECT state, count(*) ... GROUP BY
  *      state for it, except inside an uncommitted transaction.
+ *   5. trial_params.state and trial_params.final_loss equal those of the
+ *      trial; each function that changes trials.state updates them too.
  */
 #include "store.h"
 
@@ -66,7 +69,18 @@
                    "WHERE id = ?1")                                                               \
     X(ATTEMPT_INSERT, "INSERT INTO attempts (trial, attempt, lease, worker, started_ms) "        \
                       "VALUES (?1, ?2, ?3, ?4, ?5)")                                              \
-    X(PARAM_INSERT, "INSERT INTO trial_params (sweep, name, value, trial) VALUES (?1, ?2, ?3, ?4)") \
+    X(PARAM_INSERT, "INSERT INTO trial_params (trial, name, sweep, value, state) "                \
+                    "VALUES (?4, ?2, ?1, ?3, 'running')")                                         \
+    X(PARAMS_STATE, "UPDATE trial_params SET state = ?2 WHERE trial = ?1")                       \
+    X(PARAMS_END, "UPDATE trial_params SET state = ?2, final_loss = ?3 WHERE trial = ?1 "         \
+                  "RETURNING name, value")                                                        \
+    X(PARAMS_CANCEL, "UPDATE trial_params SET state = 'cancelled' WHERE trial IN "                \
+                     "(SELECT id FROM trials WHERE sweep = ?1 AND state IN ('pending', 'running'))") \
+    X(PARAMS_CANCEL_PENDING, "UPDATE trial_params SET state = 'cancelled' WHERE trial IN "        \
+                             "(SELECT id FROM trials WHERE sweep = ?1 AND state = 'pending')")    \
+    X(GROUP_COUNTS, "SELECT value, state, count(*) FROM trial_params WHERE sweep = ?1 "           \
+                    "AND name = ?2 AND state IN ('completed', 'diverged', 'failed', 'cancelled') " \
+                    "GROUP BY value, state")                                                      \
     X(TRIAL_GET, "SELECT state, attempt, lease, sweep, requeues, failures, checkpoint, "         \
                  "checkpoint_step FROM trials WHERE id = ?1")                                     \
     X(METRIC_INSERT, "INSERT OR IGNORE INTO metrics (trial, step, attempt, train_loss, val_loss) " \
@@ -237,10 +251,147 @@ uint64_t store_commit_count(const store *st) { return st->commits; }
 
 /* ---- sweep cache ---------------------------------------------------------- */
 
+void store_group_list_free(store_group_list *list)
+{
+    if (!list)
+        return;
+    for (size_t i = 0; i < list->count; i++)
+        free(list->groups[i].text);
+    free(list->groups);
+    free(list->name);
+    free(list);
+}
+
+/* Drops the cached group counts of sw, after a change that moved many trials
+ * at once (cancel); the next grouped tickets request rebuilds them. */
+static void group_lists_drop(store_sweep *sw)
+{
+    while (sw->group_lists) {
+        store_group_list *next = sw->group_lists->next;
+        store_group_list_free(sw->group_lists);
+        sw->group_lists = next;
+    }
+}
+
+/* Orders a group's value against column col of s as SQLite sorts values:
+ * numbers before text, numbers by value, text by bytes (BINARY collation). */
+static int group_compare(const store_group *g, sqlite3_stmt *s, int col)
+{
+    int type = sqlite3_column_type(s, col);
+    int group_text = g->type == SQLITE_TEXT, column_text = type == SQLITE_TEXT;
+    if (group_text != column_text)
+        return group_text ? 1 : -1;
+    if (group_text) {
+        const char *text = (const char *)sqlite3_column_text(s, col);
+        return strcmp(g->text, text ? text : "");
+    }
+    if (g->type == SQLITE_INTEGER && type == SQLITE_INTEGER) {
+        int64_t v = sqlite3_column_int64(s, col);
+        return g->integer < v ? -1 : g->integer > v;
+    }
+    double a = g->type == SQLITE_INTEGER ? (double)g->integer : g->real;
+    double b = sqlite3_column_double(s, col);
+    return a < b ? -1 : a > b;
+}
+
+/* Finds the group of the value in column col of s, inserting it in order
+ * when missing and the list has fewer than max groups. Returns 0 with *out
+ * set, or -1 (and *out NULL) when the list is full or out of memory. */
+static int group_find_or_add(store_group_list *list, sqlite3_stmt *s, int col, size_t max, store_group **out)
+{
+    *out = NULL;
+    size_t lo = 0, hi = list->count;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = group_compare(&list->groups[mid], s, col);
+        if (c == 0) {
+            *out = &list->groups[mid];
+            return 0;
+        }
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (list->count >= max)
+        return -1;
+    if (list->count == list->cap) {
+        size_t cap = list->cap ? list->cap * 2 : 8;
+        store_group *grown = realloc(list->groups, cap * sizeof(*grown));
+        if (!grown)
+            return -1;
+        list->groups = grown;
+        list->cap = cap;
+    }
+    store_group g = {.type = sqlite3_column_type(s, col)};
+    if (g.type == SQLITE_TEXT) {
+        const char *text = (const char *)sqlite3_column_text(s, col);
+        if (!(g.text = strdup(text ? text : "")))
+            return -1;
+    } else if (g.type == SQLITE_INTEGER) {
+        g.integer = sqlite3_column_int64(s, col);
+    } else {
+        g.type = SQLITE_FLOAT;
+        g.real = sqlite3_column_double(s, col);
+    }
+    memmove(&list->groups[lo + 1], &list->groups[lo], (list->count - lo) * sizeof(*list->groups));
+    list->groups[lo] = g;
+    list->count++;
+    *out = &list->groups[lo];
+    return 0;
+}
+
+int store_group_counts(store *st, store_sweep *sw, const char *name, store_group_list **out)
+{
+    *out = NULL;
+    for (store_group_list *list = sw->group_lists; list; list = list->next) {
+        if (strcmp(list->name, name) == 0) {
+            *out = list;
+            return 0;
+        }
+    }
+
+    /* One scan of the index range (sweep, name): rows come in value order. */
+    store_group_list *list = calloc(1, sizeof(*list));
+    if (!list || !(list->name = strdup(name))) {
+        free(list);
+        return STORE_ERR_NOMEM;
+    }
+    sqlite3_stmt *s = stmt_get(st, ST_GROUP_COUNTS);
+    sqlite3_bind_int64(s, 1, sw->id);
+    sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
+    int rc, err = 0;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        store_group *g;
+        if (group_find_or_add(list, s, 0, SIZE_MAX, &g) != 0) {
+            err = STORE_ERR_NOMEM;
+            break;
+        }
+        int state = store_trial_state_parse((const char *)sqlite3_column_text(s, 1));
+        if (state >= 0)
+            g->counts[state] = sqlite3_column_int64(s, 2);
+    }
+    sqlite3_reset(s);
+    if (err == 0 && rc != SQLITE_DONE)
+        err = sql_fail(st, rc, "counting trials per parameter value");
+    if (err != 0) {
+        store_group_list_free(list);
+        return err;
+    }
+    if (list->count <= STORE_MAX_CACHED_GROUPS) {
+        list->cached = 1;
+        list->next = sw->group_lists;
+        sw->group_lists = list;
+    }
+    *out = list;
+    return 0;
+}
+
 static void sweep_free(store_sweep *sw)
 {
     if (!sw)
         return;
+    group_lists_drop(sw);
     spec_free(sw->spec);
     free(sw->name);
     free(sw);
@@ -662,6 +813,11 @@ int store_sweep_cancel(store *st, int64_t sweep, int64_t now_ms, int64_t **runni
     if (err == 0 && rc != SQLITE_ROW && rc != SQLITE_DONE)
         err = sql_fail(st, rc, "listing running trials");
     if (err == 0) {
+        s = stmt_get(st, ST_PARAMS_CANCEL);
+        sqlite3_bind_int64(s, 1, sweep);
+        err = stmt_run(st, s, "cancelling trials' parameter rows");
+    }
+    if (err == 0) {
         s = stmt_get(st, ST_SWEEP_CANCEL_TRIALS);
         sqlite3_bind_int64(s, 1, sweep);
         sqlite3_bind_int64(s, 2, now_ms);
@@ -676,6 +832,7 @@ int store_sweep_cancel(store *st, int64_t sweep, int64_t now_ms, int64_t **runni
     sw->counts[TRIAL_CANCELLED] += sw->counts[TRIAL_PENDING] + sw->counts[TRIAL_RUNNING];
     sw->counts[TRIAL_PENDING] = 0;
     sw->counts[TRIAL_RUNNING] = 0;
+    group_lists_drop(sw);
     *running = ids;
     *running_count = found;
     return 0;
@@ -804,6 +961,15 @@ static int attempt_insert(store *st, int64_t trial, int64_t attempt, const char 
     return stmt_run(st, s, "inserting an attempt");
 }
 
+/* Copies a trial's new state to its trial_params rows. */
+static int params_set_state(store *st, int64_t trial, enum trial_state state)
+{
+    sqlite3_stmt *s = stmt_get(st, ST_PARAMS_STATE);
+    sqlite3_bind_int64(s, 1, trial);
+    sqlite3_bind_text(s, 2, store_trial_state_name(state), -1, SQLITE_STATIC);
+    return stmt_run(st, s, "updating a trial's parameter rows");
+}
+
 /* Leases a pending trial: 1 with *out filled, 0 when none, or an error. */
 static int lease_pending(store *st, const char *worker, int64_t now_ms, store_lease *out)
 {
@@ -848,6 +1014,8 @@ static int lease_pending(store *st, const char *worker, int64_t now_ms, store_le
     sqlite3_bind_text(s, 3, out->lease, -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 4, worker, -1, SQLITE_STATIC);
     int err = stmt_run(st, s, "starting a pending trial");
+    if (err == 0)
+        err = params_set_state(st, trial, TRIAL_RUNNING);
     if (err == 0)
         err = attempt_insert(st, trial, out->attempt, out->lease, worker, now_ms);
     if (err != 0) {
@@ -1049,6 +1217,41 @@ static int attempt_end(store *st, int64_t trial, int64_t attempt, int64_t now_ms
     return stmt_run(st, s, "ending an attempt");
 }
 
+/* Copies a finished trial's state and final loss to its trial_params rows,
+ * and counts it in the sweep's cached group lists. */
+static int params_end(store *st, store_sweep *sw, int64_t trial, enum trial_state state, double final_loss)
+{
+    sqlite3_stmt *s = stmt_get(st, ST_PARAMS_END);
+    sqlite3_bind_int64(s, 1, trial);
+    sqlite3_bind_text(s, 2, store_trial_state_name(state), -1, SQLITE_STATIC);
+    bind_loss(s, 3, final_loss);
+    int rc;
+    int err = 0;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (err != 0 || !sw || !sw->group_lists)
+            continue;
+        const char *name = (const char *)sqlite3_column_text(s, 0);
+        for (store_group_list *list = sw->group_lists; list && name; list = list->next) {
+            if (strcmp(list->name, name) != 0)
+                continue;
+            store_group *g;
+            if (group_find_or_add(list, s, 1, STORE_MAX_CACHED_GROUPS, &g) != 0)
+                err = -1;
+            else
+                g->counts[state]++;
+        }
+    }
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE)
+        return sql_fail(st, rc, "ending a trial's parameter rows");
+    if (err != 0) {
+        /* Too many values, or out of memory: counts that cannot be kept
+         * current are dropped, and the next request counts by a scan. */
+        group_lists_drop(sw);
+    }
+    return 0;
+}
+
 /* Moves a running trial to a final state and updates the cached counts. */
 static int trial_end(store *st, int64_t trial, int64_t sweep, enum trial_state state, double final_loss,
                      double best_loss, int64_t steps, double seconds, const char *error, int64_t now_ms)
@@ -1065,9 +1268,11 @@ static int trial_end(store *st, int64_t trial, int64_t sweep, enum trial_state s
     bind_text_or_null(s, 7, error);
     sqlite3_bind_int64(s, 8, now_ms);
     int err = stmt_run(st, s, "ending a trial");
+    store_sweep *sw = store_sweep_find(st, sweep);
+    if (err == 0)
+        err = params_end(st, sw, trial, state, final_loss);
     if (err != 0)
         return err;
-    store_sweep *sw = store_sweep_find(st, sweep);
     if (sw) {
         sw->counts[TRIAL_RUNNING]--;
         sw->counts[state]++;
@@ -1103,12 +1308,18 @@ static int check_target(store *st, store_sweep *sw, double final_loss, int64_t n
     int err = stmt_run(st, s, "marking a sweep's target reached");
     if (err != 0)
         return err;
+    s = stmt_get(st, ST_PARAMS_CANCEL_PENDING);
+    sqlite3_bind_int64(s, 1, sw->id);
+    err = stmt_run(st, s, "cancelling pending trials' parameter rows");
+    if (err != 0)
+        return err;
     s = stmt_get(st, ST_SWEEP_CANCEL_PENDING);
     sqlite3_bind_int64(s, 1, sw->id);
     sqlite3_bind_int64(s, 2, now_ms);
     err = stmt_run(st, s, "cancelling pending trials");
     if (err != 0)
         return err;
+    group_lists_drop(sw);
     sw->target_reached = 1;
     sw->counts[TRIAL_CANCELLED] += sw->counts[TRIAL_PENDING];
     sw->counts[TRIAL_PENDING] = 0;
@@ -1162,6 +1373,8 @@ static int trial_to_pending(store *st, int64_t trial, int64_t sweep, int64_t req
     sqlite3_bind_int64(s, 3, failures);
     bind_text_or_null(s, 4, error);
     int err = stmt_run(st, s, "returning a trial to pending");
+    if (err == 0)
+        err = params_set_state(st, trial, TRIAL_PENDING);
     if (err != 0)
         return err;
     store_sweep *sw = store_sweep_find(st, sweep);

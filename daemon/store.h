@@ -49,6 +49,24 @@ const char *store_trial_state_name(enum trial_state state);
 int store_trial_state_parse(const char *name); /* -1 when unknown */
 const char *store_sweep_state_name(enum sweep_state state);
 
+/* Finished trials of one parameter value, for grouped tickets. */
+typedef struct store_group {
+    int type;           /* SQLITE_INTEGER, SQLITE_FLOAT or SQLITE_TEXT */
+    int64_t integer;
+    double real;
+    char *text;         /* owned; set for SQLITE_TEXT */
+    int64_t counts[TRIAL_STATE_COUNT]; /* finished states only; pending and running stay 0 */
+} store_group;
+
+/* The groups of one parameter of a sweep, in SQLite's value order. */
+typedef struct store_group_list {
+    struct store_group_list *next; /* the sweep's next cached list */
+    char *name;
+    store_group *groups;
+    size_t count, cap;
+    int cached;         /* 1: owned by the sweep and kept current; 0: the caller frees it */
+} store_group_list;
+
 /* Cached view of one sweep; the store owns it and updates it with every
  * transition it commits. */
 typedef struct store_sweep {
@@ -63,6 +81,7 @@ typedef struct store_sweep {
     int target_reached;
     int64_t created_ms;
     int64_t counts[TRIAL_STATE_COUNT];
+    store_group_list *group_lists; /* parameters that grouped tickets asked for */
 } store_sweep;
 
 typedef struct store store;
@@ -201,6 +220,20 @@ typedef struct store_trials_query {
     const store_param_match *where;
     size_t where_count;   /* at most STORE_MAX_PARAM_MATCHES */
 } store_trials_query;
+
+/* Most values of one parameter whose counts a sweep keeps in memory. A
+ * parameter with more values (a continuous learning rate) is counted by an
+ * index scan on every request instead. */
+#define STORE_MAX_CACHED_GROUPS 4096
+
+/* Sets *out to the finished-trial counts per value of parameter name. The
+ * first request scans the trial_params index once. The list is then cached in
+ * sw and updated by every trial that finishes, until a cancel or a failed
+ * commit drops it. A list with cached == 0 (more than STORE_MAX_CACHED_GROUPS
+ * values) belongs to the caller: free it with store_group_list_free. Returns
+ * 0 or a STORE_ERR_*. */
+int store_group_counts(store *st, store_sweep *sw, const char *name, store_group_list **out);
+void store_group_list_free(store_group_list *list);
 
 /* Read-only queries building reply fields into obj. */
 int store_query_status(store *st, store_sweep *sw, cJSON *obj);

@@ -1,8 +1,9 @@
 /* Read-only queries behind the status, trials and tickets operations. They
  * prepare their statements per call (these operations are rare next to leases)
- * and build reply fields into a cJSON object. Counts come from the sweep cache;
- * losses come from the covering index trials(sweep, state, final_loss), so a
- * 1M-trial sweep is summarised without reading table rows.
+ * and build reply fields into a cJSON object. Counts come from the sweep cache
+ * and its group counts. Losses come from the covering indexes trials(sweep,
+ * state, final_loss) and trial_params(sweep, name, value, state, final_loss),
+ * so a 1M-trial sweep is summarised without reading table rows.
  */
 #include <inttypes.h>
 #include <math.h>
@@ -189,31 +190,95 @@ static void add_summary(cJSON *obj, const tickets_summary *sum)
     cJSON_AddNumberToObject(obj, "cancelled", (double)sum->cancelled);
 }
 
-/* Overall tickets from the covering index: counts per state, winners by a
- * range count, best and median by ordered offsets. Nothing is loaded into
- * memory, so the cost is one index walk. */
-static int tickets_overall(sqlite3 *db, store_sweep *sw, double threshold, tickets_summary *sum)
+/* The index queries behind one tickets summary. Placeholders: ?1 sweep,
+ * ?2 threshold, ?3 parameter name, ?4 parameter value, ?5 limit, ?6 offset.
+ * The overall statements read trials(sweep, state, final_loss) and leave ?3
+ * and ?4 unused; the group statements read trial_params(sweep, name, value,
+ * state, final_loss). Either way every count is an index range, and the best
+ * and median losses are ordered offsets into one, so nothing is loaded into
+ * memory and no row is read twice. */
+typedef struct summary_statements {
+    sqlite3_stmt *winners; /* count of completed trials with final_loss < ?2 */
+    sqlite3_stmt *ranked;  /* completed final losses in order, LIMIT ?5 OFFSET ?6 */
+} summary_statements;
+
+static const char *const overall_sql[2] = {
+    "SELECT count(*) FROM trials WHERE sweep = ?1 AND state = 'completed' AND final_loss < ?2",
+    "SELECT final_loss FROM trials WHERE sweep = ?1 AND state = 'completed' "
+    "ORDER BY final_loss LIMIT ?5 OFFSET ?6",
+};
+static const char *const group_sql[2] = {
+    "SELECT count(*) FROM trial_params WHERE sweep = ?1 AND name = ?3 AND value = ?4 "
+    "AND state = 'completed' AND final_loss < ?2",
+    "SELECT final_loss FROM trial_params WHERE sweep = ?1 AND name = ?3 AND value = ?4 "
+    "AND state = 'completed' ORDER BY final_loss LIMIT ?5 OFFSET ?6",
+};
+
+static int summary_prepare(sqlite3 *db, const char *const sql[2], summary_statements *out)
+{
+    memset(out, 0, sizeof(*out));
+    int rc = sqlite3_prepare_v2(db, sql[0], -1, &out->winners, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v2(db, sql[1], -1, &out->ranked, NULL);
+    if (rc != SQLITE_OK) {
+        sqlite3_finalize(out->winners);
+        out->winners = NULL;
+        return query_fail(db, rc, "preparing the tickets queries");
+    }
+    return 0;
+}
+
+static void summary_finalize(summary_statements *stmts)
+{
+    sqlite3_finalize(stmts->winners);
+    sqlite3_finalize(stmts->ranked);
+}
+
+/* Binds a cached group's value to placeholder ?4. */
+static void bind_group_value(sqlite3_stmt *s, const store_group *g)
+{
+    if (g->type == SQLITE_TEXT)
+        sqlite3_bind_text(s, 4, g->text, -1, SQLITE_STATIC);
+    else if (g->type == SQLITE_INTEGER)
+        sqlite3_bind_int64(s, 4, g->integer);
+    else
+        sqlite3_bind_double(s, 4, g->real);
+}
+
+/* Binds the filter placeholders shared by both statements. */
+static void summary_bind(sqlite3_stmt *s, int64_t sweep, const char *name, const store_group *g)
+{
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    sqlite3_bind_int64(s, 1, sweep);
+    if (name) {
+        sqlite3_bind_text(s, 3, name, -1, SQLITE_STATIC);
+        bind_group_value(s, g);
+    }
+}
+
+/* Fills sum from counts per trial state (only the finished states are read)
+ * and the index queries: winners by a range count, best and median by
+ * ordered offsets. name and g are NULL for the overall summary. */
+static int summary_compute(sqlite3 *db, summary_statements *stmts, int64_t sweep, const char *name,
+                           const store_group *g, const int64_t counts[TRIAL_STATE_COUNT], double threshold,
+                           tickets_summary *sum)
 {
     memset(sum, 0, sizeof(*sum));
-    sum->completed = (uint64_t)sw->counts[TRIAL_COMPLETED];
-    sum->diverged = (uint64_t)sw->counts[TRIAL_DIVERGED];
-    sum->failed = (uint64_t)sw->counts[TRIAL_FAILED];
-    sum->cancelled = (uint64_t)sw->counts[TRIAL_CANCELLED];
+    sum->completed = (uint64_t)counts[TRIAL_COMPLETED];
+    sum->diverged = (uint64_t)counts[TRIAL_DIVERGED];
+    sum->failed = (uint64_t)counts[TRIAL_FAILED];
+    sum->cancelled = (uint64_t)counts[TRIAL_CANCELLED];
     sum->finished = sum->completed + sum->diverged;
+    sum->best = sum->median = NAN;
 
-    sqlite3_stmt *s = NULL;
-    int rc = sqlite3_prepare_v2(db,
-                                "SELECT count(*) FROM trials WHERE sweep = ?1 AND state = 'completed' "
-                                "AND final_loss < ?2",
-                                -1, &s, NULL);
-    if (rc != SQLITE_OK)
-        return query_fail(db, rc, "preparing the winners count");
-    sqlite3_bind_int64(s, 1, sw->id);
+    sqlite3_stmt *s = stmts->winners;
+    summary_bind(s, sweep, name, g);
     sqlite3_bind_double(s, 2, threshold);
-    rc = sqlite3_step(s);
+    int rc = sqlite3_step(s);
     if (rc == SQLITE_ROW)
         sum->winners = (uint64_t)sqlite3_column_int64(s, 0);
-    sqlite3_finalize(s);
+    sqlite3_reset(s);
     if (rc != SQLITE_ROW)
         return query_fail(db, rc, "counting winners");
 
@@ -224,154 +289,91 @@ static int tickets_overall(sqlite3 *db, store_sweep *sw, double threshold, ticke
 
     /* The median of n sorted losses: element (n-1)/2, averaged with the next
      * one when n is even. */
-    rc = sqlite3_prepare_v2(db,
-                            "SELECT final_loss FROM trials WHERE sweep = ?1 AND state = 'completed' "
-                            "ORDER BY final_loss LIMIT ?2 OFFSET ?3",
-                            -1, &s, NULL);
-    if (rc != SQLITE_OK)
-        return query_fail(db, rc, "preparing the median query");
     uint64_t n = sum->completed;
     double values[2] = {NAN, NAN};
+    s = stmts->ranked;
     for (int pass = 0; pass < 2; pass++) {
         int64_t offset = pass == 0 ? 0 : (int64_t)((n - 1) / 2);
         int64_t count = pass == 0 ? 1 : (n % 2 == 0 ? 2 : 1);
-        sqlite3_reset(s);
-        sqlite3_bind_int64(s, 1, sw->id);
-        sqlite3_bind_int64(s, 2, count);
-        sqlite3_bind_int64(s, 3, offset);
+        summary_bind(s, sweep, name, g);
+        sqlite3_bind_int64(s, 5, count);
+        sqlite3_bind_int64(s, 6, offset);
         double acc = 0.0;
         int64_t got = 0;
         while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
             acc += sqlite3_column_double(s, 0);
             got++;
         }
-        if (rc != SQLITE_DONE) {
-            sqlite3_finalize(s);
+        sqlite3_reset(s);
+        if (rc != SQLITE_DONE)
             return query_fail(db, rc, "reading the median");
-        }
         values[pass] = got ? acc / (double)got : NAN;
     }
-    sqlite3_finalize(s);
     sum->has_loss = 1;
     sum->best = values[0];
     sum->median = values[1];
     return 0;
 }
 
-/* One group of a grouped tickets query, keyed by the parameter's value. */
-typedef struct group_entry {
-    int type;     /* SQLITE_INTEGER, SQLITE_FLOAT, SQLITE_TEXT */
-    int64_t i;
-    double d;
-    char *text;
-    tickets_group acc;
-} group_entry;
-
-static int group_matches(const group_entry *g, sqlite3_stmt *s)
+/* Overall tickets: counts from the sweep cache, losses from the trials index. */
+static int tickets_overall(sqlite3 *db, store_sweep *sw, double threshold, tickets_summary *sum)
 {
-    int type = sqlite3_column_type(s, 0);
-    if (type != g->type)
-        return 0;
-    if (type == SQLITE_INTEGER)
-        return g->i == sqlite3_column_int64(s, 0);
-    if (type == SQLITE_FLOAT)
-        return g->d == sqlite3_column_double(s, 0);
-    return strcmp(g->text, (const char *)sqlite3_column_text(s, 0)) == 0;
+    summary_statements stmts;
+    int err = summary_prepare(db, overall_sql, &stmts);
+    if (err == 0)
+        err = summary_compute(db, &stmts, sw->id, NULL, NULL, sw->counts, threshold, sum);
+    summary_finalize(&stmts);
+    return err;
 }
 
-/* Grouped tickets: one pass over trial_params joined with trials. Groups are
- * found by a linear search because a grouping parameter has few values
- * (optimizers, schedules). A parameter with thousands of values costs
- * O(rows x groups). */
-static int tickets_grouped(sqlite3 *db, int64_t sweep, const char *by, double threshold, cJSON *groups)
+/* Adds the value of a group to obj. */
+static void add_group_value(cJSON *obj, const store_group *g)
 {
-    sqlite3_stmt *s = NULL;
-    int rc = sqlite3_prepare_v2(db,
-                                "SELECT p.value, t.state, t.final_loss FROM trial_params p "
-                                "JOIN trials t ON t.id = p.trial WHERE p.sweep = ?1 AND p.name = ?2",
-                                -1, &s, NULL);
-    if (rc != SQLITE_OK)
-        return query_fail(db, rc, "preparing the grouped tickets query");
-    sqlite3_bind_int64(s, 1, sweep);
-    sqlite3_bind_text(s, 2, by, -1, SQLITE_STATIC);
+    if (g->type == SQLITE_TEXT)
+        cJSON_AddStringToObject(obj, "value", g->text);
+    else if (g->type == SQLITE_INTEGER)
+        cJSON_AddNumberToObject(obj, "value", (double)g->integer);
+    else
+        cJSON_AddNumberToObject(obj, "value", g->real);
+}
 
-    group_entry *list = NULL;
-    size_t count = 0, cap = 0;
-    int err = 0;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        const char *state = (const char *)sqlite3_column_text(s, 1);
-        enum tickets_outcome outcome;
-        if (strcmp(state, "completed") == 0)
-            outcome = TICKETS_COMPLETED;
-        else if (strcmp(state, "diverged") == 0)
-            outcome = TICKETS_DIVERGED;
-        else if (strcmp(state, "failed") == 0)
-            outcome = TICKETS_FAILED;
-        else if (strcmp(state, "cancelled") == 0)
-            outcome = TICKETS_CANCELLED;
-        else
-            continue; /* pending and running trials have no outcome yet */
-
-        size_t g = 0;
-        while (g < count && !group_matches(&list[g], s))
-            g++;
-        if (g == count) {
-            if (count == cap) {
-                cap = cap ? cap * 2 : 8;
-                group_entry *grown = realloc(list, cap * sizeof(*grown));
-                if (!grown) {
-                    err = STORE_ERR_NOMEM;
-                    break;
-                }
-                list = grown;
-            }
-            group_entry *e = &list[count];
-            memset(e, 0, sizeof(*e));
-            e->type = sqlite3_column_type(s, 0);
-            e->i = sqlite3_column_int64(s, 0);
-            e->d = sqlite3_column_double(s, 0);
-            if (e->type == SQLITE_TEXT) {
-                e->text = strdup((const char *)sqlite3_column_text(s, 0));
-                if (!e->text) {
-                    err = STORE_ERR_NOMEM;
-                    break;
-                }
-            }
-            tickets_group_init(&e->acc);
-            count++;
-        }
-        double loss = sqlite3_column_type(s, 2) == SQLITE_NULL ? NAN : sqlite3_column_double(s, 2);
-        if (tickets_group_add(&list[g].acc, outcome, loss, threshold) != 0) {
+/* Grouped tickets: counts per parameter value from the store's group list
+ * (cached in memory after the first request), then per group a winners
+ * range count and two ordered offsets on the trial_params index. The cost
+ * grows with the number of winners and with half the completed trials of
+ * each group (the median offset), not with the sweep's other trials. */
+static int tickets_grouped(store *st, store_sweep *sw, const char *by, double threshold, cJSON *groups)
+{
+    sqlite3 *db = store_db(st);
+    store_group_list *list = NULL;
+    int err = store_group_counts(st, sw, by, &list);
+    if (err != 0)
+        return err;
+    summary_statements stmts;
+    err = summary_prepare(db, group_sql, &stmts);
+    for (size_t i = 0; err == 0 && i < list->count; i++) {
+        const store_group *g = &list->groups[i];
+        int64_t finished = 0;
+        for (int k = TRIAL_COMPLETED; k < TRIAL_STATE_COUNT; k++)
+            finished += g->counts[k];
+        if (finished == 0)
+            continue; /* every trial of this value is pending or running */
+        tickets_summary sum;
+        err = summary_compute(db, &stmts, sw->id, by, g, g->counts, threshold, &sum);
+        if (err != 0)
+            break;
+        cJSON *obj = cJSON_CreateObject();
+        if (!obj || !cJSON_AddItemToArray(groups, obj)) {
+            cJSON_Delete(obj);
             err = STORE_ERR_NOMEM;
             break;
         }
+        add_group_value(obj, g);
+        add_summary(obj, &sum);
     }
-    sqlite3_finalize(s);
-    if (err == 0 && rc != SQLITE_DONE)
-        err = query_fail(db, rc, "reading grouped tickets");
-
-    for (size_t g = 0; g < count; g++) {
-        if (err == 0) {
-            tickets_summary sum;
-            tickets_group_summary(&list[g].acc, &sum);
-            cJSON *obj = cJSON_CreateObject();
-            if (!obj || !cJSON_AddItemToArray(groups, obj)) {
-                cJSON_Delete(obj);
-                err = STORE_ERR_NOMEM;
-            } else {
-                if (list[g].type == SQLITE_TEXT)
-                    cJSON_AddStringToObject(obj, "value", list[g].text);
-                else if (list[g].type == SQLITE_INTEGER)
-                    cJSON_AddNumberToObject(obj, "value", (double)list[g].i);
-                else
-                    cJSON_AddNumberToObject(obj, "value", list[g].d);
-                add_summary(obj, &sum);
-            }
-        }
-        free(list[g].text);
-        tickets_group_free(&list[g].acc);
-    }
-    free(list);
+    summary_finalize(&stmts);
+    if (!list->cached)
+        store_group_list_free(list);
     return err;
 }
 
@@ -380,9 +382,8 @@ int store_query_tickets(store *st, int64_t sweep, double threshold, const char *
     store_sweep *sw = store_sweep_find(st, sweep);
     if (!sw)
         return STORE_ERR_NOT_FOUND;
-    sqlite3 *db = store_db(st);
     tickets_summary overall;
-    int err = tickets_overall(db, sw, threshold, &overall);
+    int err = tickets_overall(store_db(st), sw, threshold, &overall);
     if (err != 0)
         return err;
     cJSON *o = cJSON_AddObjectToObject(obj, "overall");
@@ -394,5 +395,5 @@ int store_query_tickets(store *st, int64_t sweep, double threshold, const char *
     cJSON *groups = cJSON_AddArrayToObject(obj, "groups");
     if (!groups)
         return STORE_ERR_NOMEM;
-    return tickets_grouped(db, sweep, by, threshold, groups);
+    return tickets_grouped(st, sw, by, threshold, groups);
 }

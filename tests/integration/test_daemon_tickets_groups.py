@@ -1,0 +1,136 @@
+"""Grouped tickets against a real sweepd. The per-value counts that the daemon
+caches after the first request must follow every later transition (complete,
+diverged, failed, requeue, cancel). A database written by schema version 1
+must migrate to version 2 with the state and final loss copied onto its
+trial_params rows. The expected figures are computed from the daemon's own
+SQLite file, so the test checks the daemon against its database.
+"""
+
+import json
+import os
+import sqlite3
+import statistics
+
+import harness
+from harness import Client, Daemon
+
+THRESHOLD = 1.5
+
+
+def expected_groups(db_path, sweep, by):
+    """Compute {value: summary} for the sweep straight from the trials table."""
+    rows = {}
+    with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as db:
+        for params, state, loss in db.execute(
+                "SELECT params, state, final_loss FROM trials WHERE sweep = ?", (sweep,)):
+            rows.setdefault(json.loads(params)[by], []).append((state, loss))
+    out = {}
+    for value, trials in rows.items():
+        states = [s for s, _ in trials]
+        losses = sorted(loss for s, loss in trials if s == "completed")
+        finished = states.count("completed") + states.count("diverged")
+        if finished + states.count("failed") + states.count("cancelled") == 0:
+            continue
+        out[value] = {"completed": states.count("completed"), "diverged": states.count("diverged"),
+                      "failed": states.count("failed"), "cancelled": states.count("cancelled"),
+                      "finished": finished, "winners": sum(1 for loss in losses if loss < THRESHOLD),
+                      "best_loss": losses[0] if losses else None,
+                      "median_loss": statistics.median(losses) if losses else None}
+    return out
+
+
+def check_tickets(client, daemon, sweep, by):
+    reply = client.ok("tickets", sweep=sweep, threshold=THRESHOLD, by=by)
+    got = {g["value"]: g for g in reply["groups"]}
+    want = expected_groups(daemon.db_path(), sweep, by)
+    assert sorted(got, key=str) == sorted(want, key=str), (got.keys(), want.keys())
+    for value, fields in want.items():
+        for key, expected in fields.items():
+            actual = got[value][key]
+            if isinstance(expected, float):
+                assert abs(actual - expected) <= 1e-12, (by, value, key, actual, expected)
+            else:
+                assert actual == expected, (by, value, key, actual, expected)
+
+
+def lease_fields(trial):
+    return {"trial": trial["trial"], "attempt": trial["attempt"], "lease": trial["lease"]}
+
+
+def test_cached_counts_follow_transitions():
+    spec = {"method": "grid", "max_failures": 1,
+            "parameters": {"optimizer": {"values": ["adam", "sm3", "shampoo"]},
+                           "lr": {"values": [0.001, 0.01, 1, 2]}}}
+    with Daemon() as d:
+        client = Client(d.socket_path)
+        sweep = client.ok("submit", spec=spec)["sweep"]
+        worker = Client(d.socket_path)
+        worker.ok("hello", version=1, role="worker", name="w1")
+
+        def finish(count, start):
+            for i in range(start, start + count):
+                trial = worker.ok("lease")["trial"]
+                if i % 5 == 4:
+                    worker.ok("diverged", step=2, loss="nan", **lease_fields(trial))
+                elif i % 7 == 6:
+                    worker.ok("failed", error="test", **lease_fields(trial))
+                else:
+                    worker.ok("complete", final_loss=1.2 + (i * 37 % 11) / 20, **lease_fields(trial))
+
+        finish(5, 0)
+        check_tickets(client, d, sweep, "optimizer")  # builds the cached counts
+        check_tickets(client, d, sweep, "lr")
+        finish(4, 5)
+        check_tickets(client, d, sweep, "optimizer")  # after more completions
+        check_tickets(client, d, sweep, "lr")
+
+        # A requeued trial is pending, then cancelled with the sweep.
+        other = Client(d.socket_path)
+        other.ok("hello", version=1, role="worker", name="w2")
+        held = other.ok("lease")["trial"]
+        assert held is not None
+        other.close()
+        d.wait_log(rf"trial={held['trial']} attempt=1 worker=w2 requeued: disconnect -> pending")
+        worker.ok("lease")  # running under w1
+        client.ok("cancel", sweep=sweep)
+        check_tickets(client, d, sweep, "optimizer")
+        check_tickets(client, d, sweep, "lr")
+        with sqlite3.connect(f"file:{d.db_path()}?mode=ro", uri=True) as db:
+            mismatched = db.execute("SELECT count(*) FROM trial_params p JOIN trials t ON t.id = p.trial "
+                                    "WHERE p.state IS NOT t.state OR p.final_loss IS NOT t.final_loss").fetchone()
+            assert mismatched == (0,)
+
+
+def test_migration_from_version_1():
+    state = harness.tmp_dir()
+    db_path = os.path.join(state, "sweepd.db")
+    with open(os.path.join(harness.REPO, "schema", "0001_initial.sql")) as f:
+        schema_v1 = f.read()
+    spec = {"method": "grid", "parameters": {"optimizer": {"values": ["adam", "sm3"]}}}
+    with sqlite3.connect(db_path) as db:
+        db.executescript(schema_v1)
+        db.execute("PRAGMA user_version = 1")
+        db.execute("INSERT INTO sweeps (id, name, state, method, spec, seed, size, created_ms) "
+                   "VALUES (1, 'old', 'running', 'grid', ?, 7, 40, 0)", (json.dumps(spec),))
+        for i in range(40):
+            optimizer = ["adam", "sm3"][i % 2]
+            state_name, loss = ("diverged", None) if i % 9 == 8 else ("completed", 1.3 + (i % 13) / 25)
+            db.execute("INSERT INTO trials (id, sweep, idx, state, params, attempt, created_ms, final_loss) "
+                       "VALUES (?, 1, ?, ?, ?, 1, 0, ?)",
+                       (i + 1, i, state_name, json.dumps({"optimizer": optimizer}), loss))
+            db.execute("INSERT INTO trial_params (sweep, name, value, trial) VALUES (1, 'optimizer', ?, ?)",
+                       (optimizer, i + 1))
+    with Daemon(state_dir=state) as d:
+        d.wait_log(r"applied schema migration 2 to ")
+        check_tickets(Client(d.socket_path), d, 1, "optimizer")
+        reply = Client(d.socket_path).ok("trials", sweep=1, where={"optimizer": "sm3"}, limit=100)
+        assert [t["trial"] for t in reply["trials"]] == list(range(2, 41, 2))
+    with sqlite3.connect(db_path) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (2,)
+        copied = db.execute("SELECT count(*) FROM trial_params p JOIN trials t ON t.id = p.trial "
+                            "WHERE p.state = t.state AND p.final_loss IS t.final_loss").fetchone()
+        assert copied == (40,)
+
+
+if __name__ == "__main__":
+    harness.main(globals())
