@@ -213,6 +213,8 @@ size_t optim_state_bytes(const optimizer *opt)
 
 void optim_state_export(const optimizer *opt, void *buf)
 {
+    if (opt->ops->before_export)
+        opt->ops->before_export(opt);
     uint64_t header[3] = {
         STATE_MAGIC | (uint64_t)opt->cfg.optimizer,
         (uint64_t)opt->step_count,

@@ -26,19 +26,38 @@ void *optim_arena_take(optim_arena *arena, size_t bytes);
 /* One Shampoo block: rows x cols starting at (row0, col0) of its tensor.
  * Statistics L (rows x rows), R (cols x cols) and roots PL, PR are dense
  * row-major doubles in the state arena. Only the upper triangle of L and R
- * is maintained; the roots are stored full, and again rounded to float32
- * (PL32, PR32) for the per-step products. With precondition_async the block
- * also has the statistics snapshot of the last refresh (L_snapshot,
- * R_snapshot, state) and the roots computed from it (PL_next, PR_next,
- * scratch); otherwise those are NULL. */
+ * is maintained. The roots are stored full, and again rounded to float32
+ * (PL32, PR32) for the per-step products.
+ *
+ * With precondition_async every one of these has a second buffer in the
+ * state arena (index 1 of the *_buffer arrays), and the two swap roles
+ * instead of being copied. L_snapshot and R_snapshot are the statistics
+ * of the last refresh, which the background thread reads, and PL_next to
+ * PR32_next are the roots it writes. Without it, only index 0 exists and
+ * the snapshot and next pointers are NULL. */
 typedef struct shampoo_block {
     size_t tensor;
     int row0, col0, rows, cols;
     double *L, *R, *PL, *PR;
     float *PL32, *PR32;
-    double *L_snapshot, *R_snapshot;
-    double *PL_next, *PR_next;
+    double *L_snapshot, *R_snapshot, *PL_next, *PR_next;
+    float *PL32_next, *PR32_next;
+    double *L_buffer[2], *R_buffer[2], *PL_buffer[2], *PR_buffer[2];
+    float *PL32_buffer[2], *PR32_buffer[2];
 } shampoo_block;
+
+/* The asynchronous refresh's own state, exported with the arena as one
+ * uint64 each. PENDING is 1 while a snapshot's roots are not installed.
+ * STATS_BUFFER and ROOTS_BUFFER are the indexes of the live statistics and
+ * roots. STATS_STALE is 1 when the last refresh handed the live buffer to
+ * the snapshot, so the next update reads the snapshot instead. */
+enum shampoo_async_field {
+    ASYNC_PENDING,
+    ASYNC_STATS_BUFFER,
+    ASYNC_STATS_STALE,
+    ASYNC_ROOTS_BUFFER,
+    ASYNC_FIELDS
+};
 
 /* Per-tensor state; which pointers are set depends on the kind:
  *   adam/adamw: m, v (numel each)
@@ -59,9 +78,10 @@ typedef struct optim_ops {
     /* Sets non-zero initial state (the arenas start zeroed); may be NULL. */
     void (*init)(optimizer *opt);
     void (*step)(optimizer *opt, float *params, float *grads, double lr);
-    /* Called before an import overwrites the state arena and after it did.
-     * Background work finishes in the first, and scratch derived from the
-     * state is rebuilt in the second. Either may be NULL. */
+    /* Called before an export reads or an import overwrites the state
+     * arena, so background work that uses it finishes first, and after an
+     * import, to rebuild what derives from the state. Each may be NULL. */
+    void (*before_export)(const optimizer *opt);
     void (*before_import)(optimizer *opt);
     void (*after_import)(optimizer *opt);
 } optim_ops;
@@ -88,11 +108,11 @@ struct optimizer {
     float *product_work;        /* PL * Gb for one block, float32 */
     /* Shampoo only: the root threads, and one task per root (left and right
      * of each block, in block order) for the synchronous refresh and for the
-     * asynchronous one. async_pending (state, 0 or 1) is 1 while a snapshot
-     * was taken whose roots are not installed yet. */
+     * asynchronous one. async_state (ASYNC_FIELDS entries) is in the state
+     * arena. */
     struct optim_roots *roots;
     struct optim_root_task *root_tasks, *async_tasks;
-    uint64_t *async_pending;
+    uint64_t *async_state;
 };
 
 extern const optim_ops optim_adam_ops;

@@ -166,20 +166,23 @@ static void shampoo_carve(optimizer *opt, optim_arena *state, optim_arena *scrat
         if ((size_t)td->cols > max_cols)
             max_cols = (size_t)td->cols;
     }
+    int n_buffers = opt->cfg.precondition_async ? 2 : 1;
     for (size_t i = 0; i < opt->n_blocks; i++) {
         shampoo_block *b = &opt->blocks[i];
-        b->L = optim_arena_take(state, square_bytes(b->rows));
-        b->R = optim_arena_take(state, square_bytes(b->cols));
-        b->PL = optim_arena_take(state, square_bytes(b->rows));
-        b->PR = optim_arena_take(state, square_bytes(b->cols));
-        b->PL32 = optim_arena_take(state, square_bytes(b->rows) / 2);
-        b->PR32 = optim_arena_take(state, square_bytes(b->cols) / 2);
-        if (opt->cfg.precondition_async) {
-            b->L_snapshot = optim_arena_take(state, square_bytes(b->rows));
-            b->R_snapshot = optim_arena_take(state, square_bytes(b->cols));
-            b->PL_next = optim_arena_take(scratch, square_bytes(b->rows));
-            b->PR_next = optim_arena_take(scratch, square_bytes(b->cols));
+        for (int k = 0; k < n_buffers; k++) {
+            b->L_buffer[k] = optim_arena_take(state, square_bytes(b->rows));
+            b->R_buffer[k] = optim_arena_take(state, square_bytes(b->cols));
+            b->PL_buffer[k] = optim_arena_take(state, square_bytes(b->rows));
+            b->PR_buffer[k] = optim_arena_take(state, square_bytes(b->cols));
+            b->PL32_buffer[k] = optim_arena_take(state, square_bytes(b->rows) / 2);
+            b->PR32_buffer[k] = optim_arena_take(state, square_bytes(b->cols) / 2);
         }
+        b->L = b->L_buffer[0];
+        b->R = b->R_buffer[0];
+        b->PL = b->PL_buffer[0];
+        b->PR = b->PR_buffer[0];
+        b->PL32 = b->PL32_buffer[0];
+        b->PR32 = b->PR32_buffer[0];
         size_t size = (size_t)b->rows * (size_t)b->cols;
         max_block = size > max_block ? size : max_block;
         int side = b->rows > b->cols ? b->rows : b->cols;
@@ -187,7 +190,7 @@ static void shampoo_carve(optimizer *opt, optim_arena *state, optim_arena *scrat
     }
 
     if (opt->cfg.precondition_async)
-        opt->async_pending = optim_arena_take(state, sizeof(uint64_t));
+        opt->async_state = optim_arena_take(state, ASYNC_FIELDS * sizeof(uint64_t));
     opt->graft_work = optim_arena_take(scratch, opt->max_numel * sizeof(float));
     opt->precond_work = optim_arena_take(scratch, opt->max_numel * sizeof(float));
     opt->nu_work = optim_arena_take(scratch, opt->max_numel * sizeof(float));
@@ -209,6 +212,34 @@ static void round_root(float *dst, const double *root, int n)
         dst[i] = (float)root[i];
 }
 
+/* Points every block's live, snapshot and next pointers, and the
+ * asynchronous tasks, at the buffers that async_state names. */
+static void point_async_buffers(optimizer *opt)
+{
+    int stats = (int)opt->async_state[ASYNC_STATS_BUFFER], roots = (int)opt->async_state[ASYNC_ROOTS_BUFFER];
+
+    for (size_t i = 0; i < opt->n_blocks; i++) {
+        shampoo_block *b = &opt->blocks[i];
+        b->L = b->L_buffer[stats];
+        b->R = b->R_buffer[stats];
+        b->L_snapshot = b->L_buffer[1 - stats];
+        b->R_snapshot = b->R_buffer[1 - stats];
+        b->PL = b->PL_buffer[roots];
+        b->PR = b->PR_buffer[roots];
+        b->PL32 = b->PL32_buffer[roots];
+        b->PR32 = b->PR32_buffer[roots];
+        b->PL_next = b->PL_buffer[1 - roots];
+        b->PR_next = b->PR_buffer[1 - roots];
+        b->PL32_next = b->PL32_buffer[1 - roots];
+        b->PR32_next = b->PR32_buffer[1 - roots];
+
+        opt->async_tasks[2 * i] =
+            (optim_root_task){.stat = b->L_snapshot, .n = b->rows, .out = b->PL_next, .out32 = b->PL32_next};
+        opt->async_tasks[2 * i + 1] =
+            (optim_root_task){.stat = b->R_snapshot, .n = b->cols, .out = b->PR_next, .out32 = b->PR32_next};
+    }
+}
+
 /* Statistics start at matrix_eps * I, roots at I. */
 static void shampoo_init(optimizer *opt)
 {
@@ -223,11 +254,9 @@ static void shampoo_init(optimizer *opt)
 
         opt->root_tasks[2 * i] = (optim_root_task){.stat = b->L, .n = b->rows, .out = b->PL, .out32 = b->PL32};
         opt->root_tasks[2 * i + 1] = (optim_root_task){.stat = b->R, .n = b->cols, .out = b->PR, .out32 = b->PR32};
-        if (opt->async_tasks) {
-            opt->async_tasks[2 * i] = (optim_root_task){.stat = b->L_snapshot, .n = b->rows, .out = b->PL_next};
-            opt->async_tasks[2 * i + 1] = (optim_root_task){.stat = b->R_snapshot, .n = b->cols, .out = b->PR_next};
-        }
     }
+    if (opt->async_tasks)
+        point_async_buffers(opt);
 }
 
 /* Sums x[i]^2 in double over eight interleaved partial sums, so the loop
@@ -314,12 +343,15 @@ static void count_rejections(optimizer *opt, const optim_root_task *tasks)
             note_rejected_root(opt, i, tasks[i].residual);
 }
 
-/* Adds w2 * gram (float32, n x n, upper triangle) to b2 * stat (double). */
-static void accumulate_statistic(double *stat, const float *gram, int n, double b2, double w2)
+/* stat = b2 * previous + w2 * gram on the upper triangle (n x n; gram is
+ * float32, the rest double). previous is stat itself, or after an
+ * asynchronous refresh the snapshot that took over stat's buffer. */
+static void accumulate_statistic(double *stat, const double *previous, const float *gram, int n, double b2,
+                                 double w2)
 {
     for (int i = 0; i < n; i++)
         for (int j = i; j < n; j++)
-            stat[(size_t)i * n + j] = b2 * stat[(size_t)i * n + j] + w2 * gram[(size_t)i * n + j];
+            stat[(size_t)i * n + j] = b2 * previous[(size_t)i * n + j] + w2 * gram[(size_t)i * n + j];
 }
 
 /* L = b2 L + w2 Gb Gb^T and R = b2 R + w2 Gb^T Gb for every block, upper
@@ -329,6 +361,7 @@ static void update_statistics(optimizer *opt, const float *grads)
 {
     double b2 = opt->cfg.b2, w2 = opt->cfg.b2 == 1.0 ? 1.0 : 1.0 - opt->cfg.b2;
     float *gram = opt->gram_work;
+    int stale = opt->async_state && opt->async_state[ASYNC_STATS_STALE];
 
     for (size_t i = 0; i < opt->n_blocks; i++) {
         shampoo_block *b = &opt->blocks[i];
@@ -337,56 +370,61 @@ static void update_statistics(optimizer *opt, const float *grads)
         int rb = b->rows, cb = b->cols;
 
         cblas_ssyrk(CblasRowMajor, CblasUpper, CblasNoTrans, rb, cb, 1.0f, gb, td->cols, 0.0f, gram, rb);
-        accumulate_statistic(b->L, gram, rb, b2, w2);
+        accumulate_statistic(b->L, stale ? b->L_snapshot : b->L, gram, rb, b2, w2);
         cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, cb, rb, 1.0f, gb, td->cols, 0.0f, gram, cb);
-        accumulate_statistic(b->R, gram, cb, b2, w2);
+        accumulate_statistic(b->R, stale ? b->R_snapshot : b->R, gram, cb, b2, w2);
     }
+    if (stale)
+        opt->async_state[ASYNC_STATS_STALE] = 0;
 }
 
-/* Copies the upper triangle of the n x n src into dst. */
-static void copy_upper(double *dst, const double *src, int n)
-{
-    for (int i = 0; i < n; i++)
-        memcpy(dst + (size_t)i * n + i, src + (size_t)i * n + i, (size_t)(n - i) * sizeof(double));
-}
-
-/* Installs the roots of the pending snapshot, waiting for them if needed. A
- * rejected root keeps the installed one, as in the synchronous refresh. */
+/* Installs the roots of the pending snapshot, waiting for them if needed,
+ * by swapping the live and next root buffers. A rejected root keeps the
+ * installed one, as in the synchronous refresh, so it is copied across
+ * first. */
 static void install_async_roots(optimizer *opt)
 {
     optim_roots_wait(opt->roots);
     for (size_t i = 0; i < opt->n_blocks; i++) {
         shampoo_block *b = &opt->blocks[i];
-        if (!opt->async_tasks[2 * i].rejected) {
-            memcpy(b->PL, b->PL_next, square_bytes(b->rows));
-            round_root(b->PL32, b->PL, b->rows);
+        if (opt->async_tasks[2 * i].rejected) {
+            memcpy(b->PL_next, b->PL, square_bytes(b->rows));
+            memcpy(b->PL32_next, b->PL32, square_bytes(b->rows) / 2);
         }
-        if (!opt->async_tasks[2 * i + 1].rejected) {
-            memcpy(b->PR, b->PR_next, square_bytes(b->cols));
-            round_root(b->PR32, b->PR, b->cols);
+        if (opt->async_tasks[2 * i + 1].rejected) {
+            memcpy(b->PR_next, b->PR, square_bytes(b->cols));
+            memcpy(b->PR32_next, b->PR32, square_bytes(b->cols) / 2);
         }
     }
     count_rejections(opt, opt->async_tasks);
-    *opt->async_pending = 0;
+    opt->async_state[ASYNC_ROOTS_BUFFER] ^= 1;
+    opt->async_state[ASYNC_PENDING] = 0;
+    point_async_buffers(opt);
 }
 
-/* Snapshots the statistics and starts their roots on the background thread. */
+/* Hands the live statistics to the snapshot, by swapping buffers, and
+ * starts their roots on the background thread. The next update reads the
+ * snapshot and writes the other buffer, so nothing is copied. */
 static void launch_async_roots(optimizer *opt)
 {
-    for (size_t i = 0; i < opt->n_blocks; i++) {
-        shampoo_block *b = &opt->blocks[i];
-        copy_upper(b->L_snapshot, b->L, b->rows);
-        copy_upper(b->R_snapshot, b->R, b->cols);
-    }
-    *opt->async_pending = 1;
+    opt->async_state[ASYNC_STATS_BUFFER] ^= 1;
+    opt->async_state[ASYNC_STATS_STALE] = 1;
+    opt->async_state[ASYNC_PENDING] = 1;
+    point_async_buffers(opt);
     optim_roots_start(opt->roots, opt->async_tasks, 2 * opt->n_blocks);
 }
 
-/* The background thread reads the snapshots that an import overwrites. */
-static void shampoo_before_import(optimizer *opt)
+/* The background thread reads the snapshots and writes the next roots, all
+ * in the state arena, so an export or import waits for it. */
+static void shampoo_before_export(const optimizer *opt)
 {
     if (opt->async_tasks)
         optim_roots_wait(opt->roots);
+}
+
+static void shampoo_before_import(optimizer *opt)
+{
+    shampoo_before_export(opt);
 }
 
 /* A checkpoint taken between a snapshot and its install contains the
@@ -394,7 +432,14 @@ static void shampoo_before_import(optimizer *opt)
  * so the install step gets the same bits as an uninterrupted run. */
 static void shampoo_after_import(optimizer *opt)
 {
-    if (opt->async_tasks && *opt->async_pending)
+    if (!opt->async_tasks)
+        return;
+    /* Each field is a flag or a buffer index. A checkpoint is checksummed,
+     * but an index must never leave [0, 1] even so. */
+    for (int f = 0; f < ASYNC_FIELDS; f++)
+        opt->async_state[f] = opt->async_state[f] != 0;
+    point_async_buffers(opt);
+    if (opt->async_state[ASYNC_PENDING])
         optim_roots_run_here(opt->roots, opt->async_tasks, 2 * opt->n_blocks);
 }
 
@@ -425,7 +470,7 @@ static void shampoo_step(optimizer *opt, float *params, float *grads, double lr)
 
     update_statistics(opt, grads);
     if (refresh_roots && opt->async_tasks) {
-        if (*opt->async_pending)
+        if (opt->async_state[ASYNC_PENDING])
             install_async_roots(opt);
         launch_async_roots(opt);
     } else if (refresh_roots) {
@@ -478,6 +523,7 @@ const optim_ops optim_shampoo_ops = {
     .carve = shampoo_carve,
     .init = shampoo_init,
     .step = shampoo_step,
+    .before_export = shampoo_before_export,
     .before_import = shampoo_before_import,
     .after_import = shampoo_after_import,
 };
