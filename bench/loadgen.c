@@ -1,11 +1,16 @@
 /* Load generator for sweepd: N simulated workers on N unix-socket
  * connections, each leasing a trial and completing it at once, one request in
  * flight per connection, multiplexed with poll(2). Prints one JSON line:
- * lifecycles per second and the p50/p99 lease latency (request written to
- * reply read). It also times client queries (status, tickets) and measures
- * idle connections.
+ * lifecycles per second, the p50/p99 lease latency, and from the daemon's
+ * stats op the commits, requests per commit and mean commit time of the run.
+ * Without --rate the loop is closed: a worker requests its next lease as soon
+ * as its complete is acknowledged, and latency runs from request written to
+ * reply read. With --rate R it is open: worker i requests leases at R/N per
+ * second on a fixed schedule staggered over the workers, and latency runs
+ * from the scheduled time, so waiting behind a slow reply counts too. It also
+ * times client queries (status, tickets) and measures idle connections.
  *
- *   loadgen --socket PATH --workers N --lifecycles M       lease + complete loop
+ *   loadgen --socket PATH --workers N --lifecycles M [--rate R]   lease + complete
  *   loadgen --socket PATH --query status|tickets --sweep S --repeat K
  *   loadgen --socket PATH --idle N --pid PID               RSS growth per idle connection
  */
@@ -28,8 +33,9 @@
 typedef struct sim_worker {
     int fd;
     linebuf in;
-    int state;          /* 0: lease in flight, 1: complete in flight */
-    uint64_t sent_ns;
+    int state;          /* 0: lease in flight, 1: complete in flight, 2: waiting for next_ns */
+    uint64_t sent_ns;   /* when the lease was sent, or was due with --rate */
+    uint64_t next_ns;   /* when the next lease is due with --rate */
     char complete[256]; /* the complete request for the current trial */
     long id;
 } sim_worker;
@@ -94,16 +100,46 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-static int send_lease(sim_worker *w)
+/* Sends a lease request; due_ns is its scheduled time (0: now). */
+static int send_lease(sim_worker *w, uint64_t due_ns)
 {
     char req[64];
     int n = snprintf(req, sizeof(req), "{\"id\":%ld,\"op\":\"lease\"}\n", ++w->id);
     w->state = 0;
-    w->sent_ns = now_ns();
+    w->sent_ns = due_ns ? due_ns : now_ns();
     return send_all(w->fd, req, (size_t)n);
 }
 
-static int run_workers(const char *socket_path, int nworkers, long lifecycles)
+/* The daemon's counters from the stats op, for the deltas of one run. */
+typedef struct daemon_stats {
+    double requests, commits, commit_seconds, max_batch;
+} daemon_stats;
+
+static int read_stats(const char *socket_path, daemon_stats *out)
+{
+    int fd = connect_unix(socket_path);
+    linebuf in;
+    if (fd < 0 || linebuf_init(&in, 1 << 20) != 0) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    const char *req = "{\"id\":1,\"op\":\"stats\"}\n";
+    cJSON *reply = send_all(fd, req, strlen(req)) == 0 ? read_reply(fd, &in) : NULL;
+    int ok = cJSON_IsTrue(cJSON_GetObjectItem(reply, "ok"));
+    if (ok) {
+        out->requests = cJSON_GetNumberValue(cJSON_GetObjectItem(reply, "requests"));
+        out->commits = cJSON_GetNumberValue(cJSON_GetObjectItem(reply, "commits"));
+        out->commit_seconds = cJSON_GetNumberValue(cJSON_GetObjectItem(reply, "commit_seconds"));
+        out->max_batch = cJSON_GetNumberValue(cJSON_GetObjectItem(reply, "max_batch"));
+    }
+    cJSON_Delete(reply);
+    close(fd);
+    linebuf_free(&in);
+    return ok ? 0 : -1;
+}
+
+static int run_workers(const char *socket_path, int nworkers, long lifecycles, double rate)
 {
     sim_worker *ws = calloc((size_t)nworkers, sizeof(*ws));
     struct pollfd *pfds = calloc((size_t)nworkers, sizeof(*pfds));
@@ -130,14 +166,46 @@ static int run_workers(const char *socket_path, int nworkers, long lifecycles)
         pfds[i].events = POLLIN;
     }
 
+    daemon_stats before = {0}, after = {0};
+    if (read_stats(socket_path, &before) != 0) {
+        fprintf(stderr, "loadgen: the stats request to %s failed\n", socket_path);
+        return 1;
+    }
     long done = 0, started = 0, nlat = 0, idle = 0;
     uint64_t t0 = now_ns();
-    for (int i = 0; i < nworkers && started < lifecycles; i++, started++)
-        if (send_lease(&ws[i]) != 0)
+    /* With --rate, worker i's leases are due every period_ns, starting at
+     * t0 + i * period_ns / nworkers. */
+    uint64_t period_ns = rate > 0 ? (uint64_t)(1e9 * nworkers / rate) : 0;
+    for (int i = 0; i < nworkers && started < lifecycles; i++, started++) {
+        if (period_ns) {
+            ws[i].state = 2;
+            ws[i].next_ns = t0 + period_ns * (uint64_t)i / (uint64_t)nworkers;
+        } else if (send_lease(&ws[i], 0) != 0) {
             return 1;
+        }
+    }
     int active = (int)started;
     while (active > 0) {
-        int rc = poll(pfds, (nfds_t)nworkers, 10000);
+        /* Send the leases that are due, and sleep in poll until the next one. */
+        int timeout_ms = 10000;
+        if (period_ns) {
+            uint64_t now = now_ns(), soonest = UINT64_MAX;
+            for (int i = 0; i < nworkers; i++) {
+                if (ws[i].state != 2)
+                    continue;
+                if (ws[i].next_ns <= now) {
+                    if (send_lease(&ws[i], ws[i].next_ns) != 0)
+                        return 1;
+                } else if (ws[i].next_ns < soonest) {
+                    soonest = ws[i].next_ns;
+                }
+            }
+            if (soonest != UINT64_MAX)
+                timeout_ms = (int)((soonest - now + 999999) / 1000000);
+        }
+        int rc = poll(pfds, (nfds_t)nworkers, timeout_ms);
+        if (rc == 0 && period_ns)
+            continue;
         if (rc <= 0) {
             fprintf(stderr, "loadgen: poll %s with %d requests in flight\n", rc == 0 ? "timed out" : "failed", active);
             return 1;
@@ -182,9 +250,13 @@ static int run_workers(const char *socket_path, int nworkers, long lifecycles)
                         return 1;
                 } else {
                     done++;
-                    if (started < lifecycles) {
+                    if (started < lifecycles && period_ns) {
                         started++;
-                        if (send_lease(w) != 0)
+                        w->state = 2;
+                        w->next_ns = w->sent_ns + period_ns;
+                    } else if (started < lifecycles) {
+                        started++;
+                        if (send_lease(w, 0) != 0)
                             return 1;
                     } else {
                         active--;
@@ -196,11 +268,21 @@ static int run_workers(const char *socket_path, int nworkers, long lifecycles)
         }
     }
     double secs = (double)(now_ns() - t0) / 1e9;
+    if (read_stats(socket_path, &after) != 0) {
+        fprintf(stderr, "loadgen: the stats request to %s failed\n", socket_path);
+        return 1;
+    }
     qsort(lat, (size_t)nlat, sizeof(*lat), cmp_u64);
     double p50 = nlat ? (double)lat[nlat / 2] / 1e3 : 0, p99 = nlat ? (double)lat[(size_t)((double)nlat * 0.99)] / 1e3 : 0;
-    printf("{\"workers\":%d,\"lifecycles\":%ld,\"seconds\":%.3f,\"lifecycles_per_s\":%.0f,"
-           "\"lease_p50_us\":%.0f,\"lease_p99_us\":%.0f,\"out_of_trials\":%ld}\n",
-           nworkers, done, secs, (double)done / secs, p50, p99, idle);
+    double commits = after.commits - before.commits;
+    /* The stats request of "before" is counted in the run; it is one request. */
+    double requests = after.requests - before.requests - 1;
+    printf("{\"workers\":%d,\"rate\":%.0f,\"lifecycles\":%ld,\"seconds\":%.3f,\"lifecycles_per_s\":%.0f,"
+           "\"lease_p50_us\":%.0f,\"lease_p99_us\":%.0f,\"out_of_trials\":%ld,\"commits_per_s\":%.0f,"
+           "\"requests_per_commit\":%.1f,\"commit_ms_mean\":%.2f,\"max_batch\":%.0f}\n",
+           nworkers, rate, done, secs, (double)done / secs, p50, p99, idle, commits / secs,
+           commits > 0 ? requests / commits : 0.0,
+           commits > 0 ? 1e3 * (after.commit_seconds - before.commit_seconds) / commits : 0.0, after.max_batch);
     for (int i = 0; i < nworkers; i++) {
         close(ws[i].fd);
         linebuf_free(&ws[i].in);
@@ -301,12 +383,14 @@ int main(int argc, char **argv)
     const char *socket_path = NULL, *query = NULL, *extra = "";
     int workers = 0, repeat = 5, idle = 0;
     long lifecycles = 0, sweep = 1, pid = 0;
+    double rate = 0;
     static const struct option opts[] = {
         {"socket", required_argument, NULL, 's'}, {"workers", required_argument, NULL, 'w'},
         {"lifecycles", required_argument, NULL, 'n'}, {"query", required_argument, NULL, 'q'},
         {"sweep", required_argument, NULL, 'S'}, {"repeat", required_argument, NULL, 'r'},
         {"extra", required_argument, NULL, 'e'}, {"idle", required_argument, NULL, 'i'},
-        {"pid", required_argument, NULL, 'p'}, {NULL, 0, NULL, 0},
+        {"pid", required_argument, NULL, 'p'}, {"rate", required_argument, NULL, 'R'},
+        {NULL, 0, NULL, 0},
     };
     int ch;
     while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -320,6 +404,7 @@ int main(int argc, char **argv)
         case 'e': extra = optarg; break;
         case 'i': idle = atoi(optarg); break;
         case 'p': pid = atol(optarg); break;
+        case 'R': rate = atof(optarg); break;
         default: fprintf(stderr, "usage: see the comment at the top of bench/loadgen.c\n"); return 2;
         }
     }
@@ -335,5 +420,5 @@ int main(int argc, char **argv)
         fprintf(stderr, "loadgen: give --workers N and --lifecycles M (both > 0)\n");
         return 2;
     }
-    return run_workers(socket_path, workers, lifecycles);
+    return run_workers(socket_path, workers, lifecycles, rate);
 }

@@ -252,6 +252,20 @@ static int read_count(request *req, const char *field, int64_t *out)
     return 0;
 }
 
+void ops_stats(request *req)
+{
+    server *srv = req->c->srv;
+    cJSON *fields = cJSON_CreateObject();
+    cJSON_AddNumberToObject(fields, "requests", (double)srv->requests);
+    cJSON_AddNumberToObject(fields, "commits", (double)store_commit_count(srv->st));
+    cJSON_AddNumberToObject(fields, "commit_seconds", (double)srv->commit_ns / 1e9);
+    cJSON_AddNumberToObject(fields, "max_batch", (double)srv->max_batch);
+    cJSON_AddNumberToObject(fields, "leases", (double)srv->leases);
+    cJSON_AddNumberToObject(fields, "completions", (double)srv->completions);
+    cJSON_AddNumberToObject(fields, "connections", (double)srv->conn_count);
+    server_reply_ok(req->c, req->id, fields);
+}
+
 void ops_trials(request *req)
 {
     store_sweep *sw = find_sweep(req, 1);

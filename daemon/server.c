@@ -45,6 +45,7 @@ static const op_entry op_table[] = {
     {"pause", ops_pause, 0},
     {"preempted", ops_preempted, 1},
     {"resume", ops_resume, 0},
+    {"stats", ops_stats, 0},
     {"status", ops_status, 0},
     {"submit", ops_submit, 0},
     {"tickets", ops_tickets, 0},
@@ -381,7 +382,12 @@ static void flush_all(server *srv)
     if (srv->waiters_ready && !srv->stopping)
         server_serve_waiters(srv);
     if (store_in_transaction(srv->st)) {
+        uint64_t start_ns = uv_hrtime();
         int err = store_commit(srv->st);
+        srv->commit_ns += uv_hrtime() - start_ns;
+        if (srv->batch_requests > srv->max_batch)
+            srv->max_batch = srv->batch_requests;
+        srv->batch_requests = 0;
         if (err != 0) {
             log_error("server", "group commit failed (%d); replying with an error to the requests it contained", err);
             fail_uncommitted(srv, err);
@@ -648,6 +654,8 @@ static void process_line(conn *c, char *line, size_t len)
             server_reply_error(c, req.id, PROTO_ERR_NOT_WORKER,
                                "op %s needs hello with \"role\": \"worker\" first", entry->name);
         } else {
+            srv->requests++;
+            srv->batch_requests++;
             entry->handler(&req);
         }
     }

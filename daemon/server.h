@@ -139,6 +139,12 @@ struct server {
     uint64_t auth_fail_logged_ms;
     uint64_t auth_fail_suppressed;
     uint64_t leases, completions;
+
+    /* Counters for the stats op and the benchmarks. */
+    uint64_t requests;         /* request lines dispatched to a handler */
+    uint64_t batch_requests;   /* requests dispatched since the last commit */
+    uint64_t max_batch;        /* most requests covered by one commit */
+    uint64_t commit_ns;        /* time spent in COMMIT (its fsync included) */
 };
 
 /* Starts listening and serving on loop. Returns 0 or a negative libuv or
@@ -198,6 +204,7 @@ void ops_bye(request *req);
 void ops_submit(request *req);
 void ops_validate(request *req);
 void ops_list(request *req);
+void ops_stats(request *req);
 void ops_status(request *req);
 void ops_trials(request *req);
 void ops_tickets(request *req);

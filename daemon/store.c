@@ -6,8 +6,9 @@
  *          checkpoint, checkpoint_step, final_loss, best_loss, steps, seconds, error, ...)
  *   attempts(trial, attempt, lease, worker, started_ms, ended_ms, outcome, steps, checkpoint, ...)
  *   metrics(trial, step, attempt, train_loss, val_loss)     one row per (trial, step)
- *   trial_params(trial, name, sweep, value, state, final_loss)
- *          flattened scalar parameters, with copies of the trial's state and final_loss
+ *   trial_params(trial, name, sweep, value, outcome, final_loss)
+ *          flattened scalar parameters; outcome and final_loss are copied from
+ *          the trial when it finishes
  *   workers(name, host, pid, first_seen_ms, last_seen_ms, state), events(...)
  *
  * Trial states and the function performing each transition:
@@ -30,8 +31,9 @@
  *      the server sends no reply about a write before store_commit() returned 0.
  *   4. The cached counts of a sweep equal SELECT state, count(*) ... GROUP BY
  *      state for it, except inside an uncommitted transaction.
- *   5. trial_params.state and trial_params.final_loss equal those of the
- *      trial; each function that changes trials.state updates them too.
+ *   5. trial_params.outcome is NULL while the trial is pending or running and
+ *      equals trials.state once it finished; final_loss equals the trial's.
+ *      trial_end and the cancel paths write them with trials.state.
  */
 #include "store.h"
 
@@ -69,18 +71,15 @@
                    "WHERE id = ?1")                                                               \
     X(ATTEMPT_INSERT, "INSERT INTO attempts (trial, attempt, lease, worker, started_ms) "        \
                       "VALUES (?1, ?2, ?3, ?4, ?5)")                                              \
-    X(PARAM_INSERT, "INSERT INTO trial_params (trial, name, sweep, value, state) "                \
-                    "VALUES (?4, ?2, ?1, ?3, 'running')")                                         \
-    X(PARAMS_STATE, "UPDATE trial_params SET state = ?2 WHERE trial = ?1")                       \
-    X(PARAMS_END, "UPDATE trial_params SET state = ?2, final_loss = ?3 WHERE trial = ?1 "         \
+    X(PARAM_INSERT, "INSERT INTO trial_params (trial, name, sweep, value) VALUES (?4, ?2, ?1, ?3)") \
+    X(PARAMS_END, "UPDATE trial_params SET outcome = ?2, final_loss = ?3 WHERE trial = ?1 "       \
                   "RETURNING name, value")                                                        \
-    X(PARAMS_CANCEL, "UPDATE trial_params SET state = 'cancelled' WHERE trial IN "                \
+    X(PARAMS_CANCEL, "UPDATE trial_params SET outcome = 'cancelled' WHERE trial IN "              \
                      "(SELECT id FROM trials WHERE sweep = ?1 AND state IN ('pending', 'running'))") \
-    X(PARAMS_CANCEL_PENDING, "UPDATE trial_params SET state = 'cancelled' WHERE trial IN "        \
+    X(PARAMS_CANCEL_PENDING, "UPDATE trial_params SET outcome = 'cancelled' WHERE trial IN "      \
                              "(SELECT id FROM trials WHERE sweep = ?1 AND state = 'pending')")    \
-    X(GROUP_COUNTS, "SELECT value, state, count(*) FROM trial_params WHERE sweep = ?1 "           \
-                    "AND name = ?2 AND state IN ('completed', 'diverged', 'failed', 'cancelled') " \
-                    "GROUP BY value, state")                                                      \
+    X(GROUP_COUNTS, "SELECT value, outcome, count(*) FROM trial_params WHERE sweep = ?1 "         \
+                    "AND name = ?2 AND outcome IS NOT NULL GROUP BY value, outcome")              \
     X(TRIAL_GET, "SELECT state, attempt, lease, sweep, requeues, failures, checkpoint, "         \
                  "checkpoint_step FROM trials WHERE id = ?1")                                     \
     X(METRIC_INSERT, "INSERT OR IGNORE INTO metrics (trial, step, attempt, train_loss, val_loss) " \
@@ -961,15 +960,6 @@ static int attempt_insert(store *st, int64_t trial, int64_t attempt, const char 
     return stmt_run(st, s, "inserting an attempt");
 }
 
-/* Copies a trial's new state to its trial_params rows. */
-static int params_set_state(store *st, int64_t trial, enum trial_state state)
-{
-    sqlite3_stmt *s = stmt_get(st, ST_PARAMS_STATE);
-    sqlite3_bind_int64(s, 1, trial);
-    sqlite3_bind_text(s, 2, store_trial_state_name(state), -1, SQLITE_STATIC);
-    return stmt_run(st, s, "updating a trial's parameter rows");
-}
-
 /* Leases a pending trial: 1 with *out filled, 0 when none, or an error. */
 static int lease_pending(store *st, const char *worker, int64_t now_ms, store_lease *out)
 {
@@ -1014,8 +1004,6 @@ static int lease_pending(store *st, const char *worker, int64_t now_ms, store_le
     sqlite3_bind_text(s, 3, out->lease, -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 4, worker, -1, SQLITE_STATIC);
     int err = stmt_run(st, s, "starting a pending trial");
-    if (err == 0)
-        err = params_set_state(st, trial, TRIAL_RUNNING);
     if (err == 0)
         err = attempt_insert(st, trial, out->attempt, out->lease, worker, now_ms);
     if (err != 0) {
@@ -1217,8 +1205,8 @@ static int attempt_end(store *st, int64_t trial, int64_t attempt, int64_t now_ms
     return stmt_run(st, s, "ending an attempt");
 }
 
-/* Copies a finished trial's state and final loss to its trial_params rows,
- * and counts it in the sweep's cached group lists. */
+/* Copies a finished trial's state (as outcome) and final loss to its
+ * trial_params rows, and counts it in the sweep's cached group lists. */
 static int params_end(store *st, store_sweep *sw, int64_t trial, enum trial_state state, double final_loss)
 {
     sqlite3_stmt *s = stmt_get(st, ST_PARAMS_END);
@@ -1373,8 +1361,6 @@ static int trial_to_pending(store *st, int64_t trial, int64_t sweep, int64_t req
     sqlite3_bind_int64(s, 3, failures);
     bind_text_or_null(s, 4, error);
     int err = stmt_run(st, s, "returning a trial to pending");
-    if (err == 0)
-        err = params_set_state(st, trial, TRIAL_PENDING);
     if (err != 0)
         return err;
     store_sweep *sw = store_sweep_find(st, sweep);

@@ -104,8 +104,9 @@ int store_query_trials(store *st, const store_trials_query *query, cJSON *obj)
     if (query->where_count > STORE_MAX_PARAM_MATCHES)
         return STORE_ERR_STATE;
 
-    /* Each parameter condition is a lookup in the trial_params index on
-     * (sweep, name, value); its placeholders are ?6 and up, two per condition. */
+    /* Each parameter condition is a seek on the trial_params primary key
+     * (trial, name) for each candidate trial, so a small page of a large
+     * sweep stays cheap. Its placeholders are ?6 and up, two per condition. */
     char sql[4096];
     int n = snprintf(sql, sizeof(sql),
                      "SELECT id, idx, state, attempt, params, final_loss, best_loss, steps, seconds, worker, "
@@ -113,7 +114,7 @@ int store_query_trials(store *st, const store_trials_query *query, cJSON *obj)
                      "WHERE sweep = ?1 AND (?2 IS NULL OR state = ?2) AND id > ?4");
     for (size_t i = 0; i < query->where_count; i++)
         n += snprintf(sql + n, sizeof(sql) - (size_t)n,
-                      " AND id IN (SELECT trial FROM trial_params WHERE sweep = ?1 AND name = ?%zu AND value = ?%zu)",
+                      " AND EXISTS (SELECT 1 FROM trial_params WHERE trial = trials.id AND name = ?%zu AND value = ?%zu)",
                       6 + 2 * i, 7 + 2 * i);
     snprintf(sql + n, sizeof(sql) - (size_t)n, " ORDER BY %s, id LIMIT ?3 OFFSET ?5", order);
 
@@ -209,9 +210,9 @@ static const char *const overall_sql[2] = {
 };
 static const char *const group_sql[2] = {
     "SELECT count(*) FROM trial_params WHERE sweep = ?1 AND name = ?3 AND value = ?4 "
-    "AND state = 'completed' AND final_loss < ?2",
+    "AND outcome = 'completed' AND final_loss < ?2",
     "SELECT final_loss FROM trial_params WHERE sweep = ?1 AND name = ?3 AND value = ?4 "
-    "AND state = 'completed' ORDER BY final_loss LIMIT ?5 OFFSET ?6",
+    "AND outcome = 'completed' ORDER BY final_loss LIMIT ?5 OFFSET ?6",
 };
 
 static int summary_prepare(sqlite3 *db, const char *const sql[2], summary_statements *out)

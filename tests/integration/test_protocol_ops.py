@@ -265,5 +265,25 @@ def test_shutdown_tells_workers():
     assert not os.path.exists(d.socket_path)
 
 
+
+def test_stats_counts_commits():
+    with Daemon() as d:
+        c = Client(d.socket_path)
+        first = c.ok("stats")
+        c.ok("submit", spec={"method": "grid", "parameters": {"optimizer": {"values": ["adam"]}}})
+        w, _ = worker(d, "w1")
+        trial = w.ok("lease")["trial"]
+        w.ok("complete", final_loss=1.0, **lease_fields(trial))
+        second = c.ok("stats")
+        # stats, submit, hello, lease, complete, stats: the second stats counts itself.
+        assert second["requests"] - first["requests"] == 5
+        assert second["commits"] - first["commits"] >= 3  # submit, hello with lease, complete
+        assert second["commit_seconds"] > first["commit_seconds"]
+        assert second["max_batch"] >= 1
+        assert second["leases"] == first["leases"] + 1
+        assert second["completions"] == first["completions"] + 1
+        assert second["connections"] == 2
+
+
 if __name__ == "__main__":
     harness.main(globals())
