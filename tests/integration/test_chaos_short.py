@@ -3,12 +3,16 @@
 is make chaos. See chaos.py for the faults and the invariants checked.
 """
 
-import harness
+import os
+
 import chaos
+import harness
 
 
 def test_chaos_short_run():
     status = chaos.main(["--build", harness.build_dir(), "--seed", "7"])
+    if status != 0:
+        os.environ["SWEEPD_KEEP_TMP"] = "1"  # keep the daemon and worker logs
     assert status == 0, "the chaos run found violations; see the VIOLATION lines above"
 
 

@@ -1,0 +1,259 @@
+"""Worker faults against a real sweepd and real sweep-worker processes. Workers
+are killed or frozen while holding trials, or lost right after their lease. A
+frozen worker wakes up holding a lease given away meanwhile, and a resumed
+trial re-reports metric steps. The database is read read-only with the
+sqlite3 module; every wait is on a log line, a watch event or a process exit.
+"""
+
+import os
+import random
+import signal
+import sqlite3
+
+import chaos
+import harness
+from harness import Client, Daemon, start_worker
+
+HEARTBEAT_TIMEOUT = f"{harness.scaled(1.0):g}"
+
+
+def setup(directory, lrs, steps, eval_every):
+    """Write a text and return a grid spec with one trial per lr value."""
+    text = chaos.write_dataset(directory, random.Random(3))
+    parameters = chaos.tiny_parameters(text, steps, eval_every)
+    parameters["optimizer"] = {"value": "adam"}
+    parameters["lr"] = {"values": list(lrs)}
+    return {"method": "grid", "parameters": parameters}
+
+
+def worker(daemon, directory, name, checkpoint_every):
+    return start_worker(daemon.socket_path, "--name", name, "--checkpoint-dir", os.path.join(directory, "ck"),
+                        "--checkpoint-every", str(checkpoint_every), "--cache-dir", os.path.join(directory, "cache"),
+                        log_path=os.path.join(directory, name + ".log"))
+
+
+def query(daemon, sql, *args):
+    uri = "file:" + daemon.db_path() + "?mode=ro"
+    with sqlite3.connect(uri, uri=True) as db:
+        return db.execute(sql, args).fetchall()
+
+
+def attempts_of(daemon):
+    """{trial: [(attempt, worker, outcome), ...]} for every trial."""
+    result = {}
+    for trial, attempt, name, outcome in query(daemon, "SELECT trial, attempt, worker, outcome FROM attempts "
+                                                       "ORDER BY trial, attempt"):
+        result.setdefault(trial, []).append((attempt, name, outcome))
+    return result
+
+
+def wait_finished(watcher, sweep, timeout=120):
+    watcher.wait_event(timeout=timeout, event="sweep", sweep=sweep, state="finished")
+
+
+def test_killed_workers_requeued_for_later():
+    directory = harness.tmp_dir()
+    with Daemon(args=["--heartbeat-timeout", HEARTBEAT_TIMEOUT]) as d:
+        c = Client(d.socket_path)
+        sweep = c.ok("submit", spec=setup(directory, [0.001, 0.002, 0.003], 4000, 100))["sweep"]
+        c.ok("watch", sweep=sweep)
+        workers = [worker(d, directory, f"k{i}", 500) for i in range(3)]
+        # A worker sends the metrics of step 600 after its checkpoint of step
+        # 500, so once they are stored the daemon has a checkpoint too.
+        past_checkpoint = set()
+        while len(past_checkpoint) < 3:
+            event = c.next_event(timeout=60)
+            if event.get("event") == "metrics" and event["step"] >= 600:
+                past_checkpoint.add(event["trial"])
+
+        # All three die at once and their sockets close. No other worker exists.
+        mark = d.log_mark()
+        for w in workers:
+            w.proc.send_signal(signal.SIGKILL)
+        for w in workers:
+            assert w.wait() == -signal.SIGKILL
+        for i in range(3):
+            d.wait_log(rf"worker=k{i} requeued: disconnect -> pending", since=mark)
+        counts = Client(d.socket_path).ok("status", sweep=sweep)["counts"]
+        assert counts["pending"] == 3, counts
+        assert counts["running"] == 0, counts
+
+        later = worker(d, directory, "later", 500)
+        wait_finished(c, sweep)
+        later.stop()
+        for trial, rows in attempts_of(d).items():
+            assert [(a, o) for a, _, o in rows] == [(1, "disconnect"), (2, "completed")], (trial, rows)
+            assert rows[1][1] == "later", (trial, rows)
+            # The later worker resumed from the newest checkpoint of attempt 1.
+            saved = query(d, "SELECT checkpoint_step FROM attempts WHERE trial = ? AND attempt = 1", trial)[0][0]
+            assert saved >= 500, (trial, saved)
+            later.wait_log(rf"trial={trial} attempt=2 resumed from \S+ at step {saved}$", timeout=1)
+
+
+def test_frozen_workers_requeued_by_timer():
+    directory = harness.tmp_dir()
+    with Daemon(args=["--heartbeat-timeout", HEARTBEAT_TIMEOUT]) as d:
+        c = Client(d.socket_path)
+        sweep = c.ok("submit", spec=setup(directory, [0.001, 0.002, 0.003], 4000, 500))["sweep"]
+        c.ok("watch", sweep=sweep)
+        workers = [worker(d, directory, f"v{i}", 500) for i in range(3)]
+        for w in workers:
+            w.wait_log(r"step=500 saved", timeout=60)
+
+        # Frozen machines keep their sockets open: only the daemon's own
+        # heartbeat timer can notice them.
+        mark = d.log_mark()
+        for w in workers:
+            w.proc.send_signal(signal.SIGSTOP)
+        for i in range(3):
+            d.wait_log(rf"worker=v{i} requeued: heartbeat_timeout -> pending", since=mark, timeout=30)
+        assert Client(d.socket_path).ok("status", sweep=sweep)["counts"]["pending"] == 3
+
+        # Killing them now closes their sockets, which must not requeue again.
+        for w in workers:
+            w.proc.send_signal(signal.SIGKILL)
+        for w in workers:
+            w.wait()
+        later = worker(d, directory, "later", 500)
+        wait_finished(c, sweep)
+        later.stop()
+        for trial, rows in attempts_of(d).items():
+            assert [(a, o) for a, _, o in rows] == [(1, "heartbeat_timeout"), (2, "completed")], (trial, rows)
+        assert query(d, "SELECT requeues FROM trials") == [(1,), (1,), (1,)]
+
+
+def test_killed_right_after_lease_requeued():
+    directory = harness.tmp_dir()
+    with Daemon(args=["--heartbeat-timeout", HEARTBEAT_TIMEOUT]) as d:
+        c = Client(d.socket_path)
+        sweep = c.ok("submit", spec=setup(directory, [0.001], 200, 50))["sweep"]
+        c.ok("watch", sweep=sweep)
+        first = worker(d, directory, "first", 50)
+        first.wait_log(r"trial=1 attempt=1 lease=\w+ leased")
+        mark = d.log_mark()
+        first.kill(signal.SIGKILL)
+        d.wait_log(r"trial=1 attempt=1 worker=first requeued: disconnect -> pending", since=mark)
+        second = worker(d, directory, "second", 50)
+        wait_finished(c, sweep)
+        second.stop()
+        assert [(a, o) for a, _, o in attempts_of(d)[1]] == [(1, "disconnect"), (2, "completed")]
+
+
+def test_silent_after_lease_requeued_by_timer():
+    directory = harness.tmp_dir()
+    with Daemon(args=["--heartbeat-timeout", HEARTBEAT_TIMEOUT]) as d:
+        c = Client(d.socket_path)
+        sweep = c.ok("submit", spec=setup(directory, [0.001], 200, 50))["sweep"]
+        c.ok("watch", sweep=sweep)
+        # A protocol client leases and then sends nothing, socket open: no
+        # heartbeat ever arrives for the lease.
+        silent = Client(d.socket_path)
+        silent.ok("hello", version=1, role="worker", name="silent")
+        trial = silent.ok("lease")["trial"]
+        d.wait_log(rf"trial={trial['trial']} attempt=1 worker=silent requeued: heartbeat_timeout -> pending",
+                   timeout=30)
+        w = worker(d, directory, "next", 50)
+        wait_finished(c, sweep)
+        w.stop()
+        assert [(a, n, o) for a, n, o in attempts_of(d)[trial["trial"]]] == [
+            (1, "silent", "heartbeat_timeout"), (2, "next", "completed")]
+        reply = silent.request("complete", final_loss=1.0, trial=trial["trial"], attempt=1, lease=trial["lease"])
+        assert reply["error"]["code"] == "stale_lease", reply
+
+
+def test_frozen_worker_told_stale_lease():
+    directory = harness.tmp_dir()
+    with Daemon(args=["--heartbeat-timeout", HEARTBEAT_TIMEOUT]) as d:
+        c = Client(d.socket_path)
+        sweep = c.ok("submit", spec=setup(directory, [0.001], 4000, 100))["sweep"]
+        c.ok("watch", sweep=sweep)
+        frozen = worker(d, directory, "frozen", 1000)
+        frozen.wait_log(r"trial=1 attempt=1 step=1000 saved", timeout=60)
+        mark = d.log_mark()
+        frozen.proc.send_signal(signal.SIGSTOP)
+        d.wait_log(r"trial=1 attempt=1 worker=frozen requeued: heartbeat_timeout -> pending", since=mark, timeout=30)
+        stored_by_first = query(d, "SELECT step, train_loss FROM metrics WHERE attempt = 1 ORDER BY step")
+
+        fresh = worker(d, directory, "fresh", 1000)
+        fresh.wait_log(r"trial=1 attempt=2 lease=\w+ leased", timeout=30)
+        mark = d.log_mark()
+        frozen.proc.send_signal(signal.SIGCONT)
+        frozen.wait_log(r"trial=1 attempt=1 dropped: stale_lease", timeout=30)
+        d.wait_log(r"trial=1 attempt=1 worker=frozen stale lease rejected", since=mark)
+        wait_finished(c, sweep)
+
+        # The zombie is alive and well, and its late reports changed nothing.
+        assert frozen.proc.poll() is None
+        frozen.stop()
+        fresh.stop()
+        assert attempts_of(d)[1] == [(1, "frozen", "heartbeat_timeout"), (2, "fresh", "completed")]
+        assert query(d, "SELECT state, worker, attempt FROM trials") == [("completed", "fresh", 2)]
+        assert query(d, "SELECT step, train_loss FROM metrics WHERE attempt = 1 ORDER BY step") == stored_by_first
+
+
+def test_resumed_trial_stores_each_step_once():
+    directory = harness.tmp_dir()
+    with Daemon(args=["--heartbeat-timeout", HEARTBEAT_TIMEOUT]) as d:
+        c = Client(d.socket_path)
+        sweep = c.ok("submit", spec=setup(directory, [0.001], 3000, 10))["sweep"]
+        c.ok("watch", sweep=sweep)
+        first = worker(d, directory, "first", 1000)
+
+        # Kill the first worker once it reported steps past its checkpoint at
+        # 1000, so the resumed attempt re-reports those steps.
+        seen = {}
+        while True:
+            event = c.next_event(timeout=60)
+            if event.get("event") == "metrics":
+                seen[event["step"]] = seen.get(event["step"], 0) + 1
+                if event["step"] >= 1100:
+                    break
+        first.kill(signal.SIGKILL)
+        d.wait_log(r"trial=1 attempt=1 worker=first requeued: disconnect -> pending")
+        checkpoint_step = query(d, "SELECT checkpoint_step FROM trials")[0][0]
+        last_step = query(d, "SELECT max(step) FROM metrics")[0][0]
+        assert checkpoint_step is not None and last_step > checkpoint_step, (checkpoint_step, last_step)
+
+        second = worker(d, directory, "second", 1000)
+        second.wait_log(rf"trial=1 attempt=2 resumed from \S+ at step {checkpoint_step}", timeout=30)
+        while True:
+            event = c.next_event(timeout=60)
+            if event.get("event") == "metrics":
+                seen[event["step"]] = seen.get(event["step"], 0) + 1
+            if event.get("event") == "sweep" and event.get("state") == "finished":
+                break
+        second.stop()
+
+        rows = query(d, "SELECT step, attempt FROM metrics ORDER BY step")
+        assert [s for s, _ in rows] == list(range(10, 3001, 10)), rows[:5]
+        assert all(a == 1 for s, a in rows if s <= last_step), "a re-reported step replaced the first value"
+        assert all(a == 2 for s, a in rows if s > last_step)
+        assert all(count == 1 for count in seen.values()), {s: n for s, n in seen.items() if n != 1}
+
+
+def test_rereported_steps_ignored_by_protocol():
+    with Daemon() as d:
+        c = Client(d.socket_path)
+        c.ok("submit", spec={"method": "grid", "parameters": {"lr": {"values": [0.1]}}})
+        a = Client(d.socket_path)
+        a.ok("hello", version=1, role="worker", name="a")
+        t = a.ok("lease")["trial"]
+        lease = {"trial": t["trial"], "attempt": t["attempt"], "lease": t["lease"]}
+        points = [{"step": s, "train_loss": float(s), "val_loss": float(s)} for s in range(1, 6)]
+        assert a.ok("metrics", points=points, **lease)["stored"] == 5
+        a.ok("preempted", location="/ck/step-2.ckpt", step=2, **lease)
+
+        b = Client(d.socket_path)
+        b.ok("hello", version=1, role="worker", name="b")
+        t = b.ok("lease")["trial"]
+        assert t["attempt"] == 2, t
+        assert t["checkpoint"]["step"] == 2, t
+        lease = {"trial": t["trial"], "attempt": t["attempt"], "lease": t["lease"]}
+        points = [{"step": s, "train_loss": 100.0 + s, "val_loss": 100.0 + s} for s in range(3, 9)]
+        assert b.ok("metrics", points=points, **lease)["stored"] == 3
+        rows = query(d, "SELECT step, attempt, train_loss FROM metrics ORDER BY step")
+        assert rows == [(s, 1, float(s)) for s in range(1, 6)] + [(s, 2, 100.0 + s) for s in range(6, 9)], rows
+
+
+if __name__ == "__main__":
+    harness.main(globals())
