@@ -1,10 +1,13 @@
 #!/bin/sh
 # sweepd throughput: bench/loadgen.c drives a real sweepd over its unix socket
 # with N simulated workers that lease a trial and complete it at once.
-# Prints JSON lines: lifecycles/s and lease latency for N = 1, 10, 100, 1000 on
-# an empty sweep, again at 100k and 1M finished trials, the time of status and
-# tickets on the 1M-trial sweep, memory per idle connection, and beside them
-# Optuna ask/tell and a raw SQLite loop (bench/optuna_compare.py).
+# Prints JSON lines: lifecycles/s, lease latency, commits/s and requests per
+# commit for N = 1, 10, 100, 1000 on an empty sweep (closed loop, plus an
+# open loop of 1000 workers offering 2000 leases/s, plus synchronous=normal
+# beside full), again at 100k and 1M finished trials, the time of status and
+# tickets on the 1M-trial sweep (grouped tickets cold, then with the cached
+# counts), memory per idle connection, and beside them Optuna ask/tell and a
+# raw SQLite loop (bench/optuna_compare.py).
 #
 #   sh bench/bench_daemon.sh BUILD          (BENCH_DAEMON_MAX=100000 stops the fill early)
 set -eu
@@ -32,9 +35,11 @@ stop() {
     wait "$pid"
     pid=""
 }
-lifecycles() {  # WORKERS COUNT LABEL
+lifecycles() {  # WORKERS COUNT LABEL [loadgen options]
     printf '{"phase":"%s",' "$3"
-    "$build/bench/loadgen" --socket "$sock" --workers "$1" --lifecycles "$2" | sed 's/^{//'
+    workers=$1 count=$2
+    shift 3
+    "$build/bench/loadgen" --socket "$sock" --workers "$workers" --lifecycles "$count" "$@" | sed 's/^{//'
 }
 finished() {
     sqlite3 "$dir/sweepd.db" "SELECT count(*) FROM trials WHERE state = 'completed'"
@@ -59,6 +64,15 @@ lifecycles 1 2000 "empty,1"
 lifecycles 10 10000 "empty,10"
 lifecycles 100 40000 "empty,100"
 lifecycles 1000 40000 "empty,1000"
+# Open loop: a fleet of 1000 workers asking for 2000 leases/s in total.
+lifecycles 1000 20000 "empty,1000,open2000" --rate 2000
+stop
+
+echo "synchronous=normal, same sweep:"
+start --synchronous normal
+lifecycles 1 2000 "normal,1"
+lifecycles 100 40000 "normal,100"
+lifecycles 1000 40000 "normal,1000"
 stop
 
 # Fill with synchronous=normal (same rows, faster), then measure with full.
@@ -74,6 +88,7 @@ for target in 100000 "$max"; do
     echo "synchronous=full, $(finished) finished trials:"
     lifecycles 100 40000 "at$target,100"
     lifecycles 1000 40000 "at$target,1000"
+    lifecycles 1000 20000 "at$target,1000,open2000" --rate 2000
     stop
 done
 
@@ -81,7 +96,10 @@ start
 echo "queries on $(finished) finished trials:"
 "$build/bench/loadgen" --socket "$sock" --query status --sweep 1 --repeat 5
 "$build/bench/loadgen" --socket "$sock" --query tickets --sweep 1 --repeat 5 --extra ',"threshold":1.5'
-"$build/bench/loadgen" --socket "$sock" --query tickets --sweep 1 --repeat 3 --extra ',"threshold":1.5,"by":"optimizer"'
+# The first grouped request counts per value with one index scan; the
+# following ones use the counts the daemon then keeps.
+"$build/bench/loadgen" --socket "$sock" --query tickets --sweep 1 --repeat 1 --extra ',"threshold":1.5,"by":"optimizer"'
+"$build/bench/loadgen" --socket "$sock" --query tickets --sweep 1 --repeat 5 --extra ',"threshold":1.5,"by":"optimizer"'
 stop
 
 echo "comparison points:"

@@ -124,8 +124,27 @@ static const char *const statement_sql[] = {
 #undef STORE_STATEMENT_SQL
 };
 
+/* Background WAL checkpoints: a thread with its own connection copies
+ * committed WAL frames into the database file every CHECKPOINT_INTERVAL_MS
+ * (PASSIVE mode, so it never blocks the daemon's writes). The daemon's own
+ * connection then checkpoints only when the WAL exceeds
+ * CHECKPOINT_FALLBACK_PAGES, which happens only if the thread falls behind. */
+#define CHECKPOINT_INTERVAL_MS 100
+#define CHECKPOINT_FALLBACK_PAGES 65536 /* 256 MiB of 4 KiB pages */
+
+typedef struct checkpointer {
+    sqlite3 *db;
+    uv_thread_t thread;
+    uv_mutex_t lock;
+    uv_cond_t wake;
+    int stop;      /* guarded by lock */
+    int running;   /* the thread was started */
+    uint64_t frames_copied; /* guarded by lock; logged at stop */
+} checkpointer;
+
 struct store {
     sqlite3 *db;
+    checkpointer ckpt;
     sqlite3_stmt *stmt[ST_COUNT];
     int in_txn;
     int txn_error;   /* first error inside the open transaction, 0 if none */
@@ -574,6 +593,8 @@ static int migrate(sqlite3 *db, const char *path, char *err, size_t err_size)
     return 0;
 }
 
+static int checkpointer_start(store *st, const char *path);
+
 int store_open(const char *path, int synchronous_full, store **out, char *err, size_t err_size)
 {
     *out = NULL;
@@ -619,14 +640,99 @@ int store_open(const char *path, int synchronous_full, store **out, char *err, s
         store_close(st);
         return err_rc;
     }
+    checkpointer_start(st, path);
     *out = st;
     return 0;
+}
+
+/* The checkpoint thread: a PASSIVE checkpoint, then a wait for the next
+ * interval or the stop signal. */
+static void checkpoint_thread(void *arg)
+{
+    checkpointer *c = arg;
+    uv_mutex_lock(&c->lock);
+    while (!c->stop) {
+        uv_mutex_unlock(&c->lock);
+        int log_frames = 0, copied = 0;
+        int rc = sqlite3_wal_checkpoint_v2(c->db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log_frames, &copied);
+        if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+            log_warn("store", "background WAL checkpoint failed: %s (sqlite %d); retrying in %d ms",
+                     sqlite3_errmsg(c->db), rc, CHECKPOINT_INTERVAL_MS);
+        uv_mutex_lock(&c->lock);
+        if (copied > 0)
+            c->frames_copied += (uint64_t)copied;
+        if (!c->stop)
+            uv_cond_timedwait(&c->wake, &c->lock, (uint64_t)CHECKPOINT_INTERVAL_MS * 1000000u);
+    }
+    uv_mutex_unlock(&c->lock);
+}
+
+/* Starts the checkpoint thread on its own connection to path. On failure the
+ * daemon's connection keeps SQLite's automatic checkpoints. Returns 0 or -1
+ * after logging. */
+static int checkpointer_start(store *st, const char *path)
+{
+    checkpointer *c = &st->ckpt;
+    int rc = sqlite3_open_v2(path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        log_warn("store", "opening a checkpoint connection to %s failed: %s; the daemon checkpoints the WAL itself",
+                 path, c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc));
+        sqlite3_close(c->db);
+        c->db = NULL;
+        return -1;
+    }
+    if (uv_mutex_init(&c->lock) != 0) {
+        sqlite3_close(c->db);
+        c->db = NULL;
+        return -1;
+    }
+    if (uv_cond_init(&c->wake) != 0) {
+        uv_mutex_destroy(&c->lock);
+        sqlite3_close(c->db);
+        c->db = NULL;
+        return -1;
+    }
+    rc = uv_thread_create(&c->thread, checkpoint_thread, c);
+    if (rc != 0) {
+        log_warn("store", "starting the checkpoint thread failed: %s; the daemon checkpoints the WAL itself",
+                 uv_strerror(rc));
+        uv_cond_destroy(&c->wake);
+        uv_mutex_destroy(&c->lock);
+        sqlite3_close(c->db);
+        c->db = NULL;
+        return -1;
+    }
+    c->running = 1;
+    sqlite3_wal_autocheckpoint(st->db, CHECKPOINT_FALLBACK_PAGES);
+    return 0;
+}
+
+static void checkpointer_stop(store *st)
+{
+    checkpointer *c = &st->ckpt;
+    if (!c->running)
+        return;
+    uv_mutex_lock(&c->lock);
+    c->stop = 1;
+    uv_cond_signal(&c->wake);
+    uv_mutex_unlock(&c->lock);
+    uv_thread_join(&c->thread);
+    log_info("store", "checkpoint thread stopped; it copied %" PRIu64 " WAL frames into the database",
+             c->frames_copied);
+    uv_cond_destroy(&c->wake);
+    uv_mutex_destroy(&c->lock);
+    int rc = sqlite3_close(c->db);
+    if (rc != SQLITE_OK)
+        log_error("store", "closing the checkpoint connection failed: %s", sqlite3_errstr(rc));
+    c->db = NULL;
+    c->running = 0;
 }
 
 void store_close(store *st)
 {
     if (!st)
         return;
+    checkpointer_stop(st);
     if (st->in_txn) {
         int err = store_commit(st);
         if (err != 0)
