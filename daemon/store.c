@@ -91,6 +91,7 @@
                  "steps = ?5, seconds = ?6, error = ?7, ended_ms = ?8 WHERE id = ?1")             \
     X(TRIAL_TO_PENDING, "UPDATE trials SET state = 'pending', lease = NULL, requeues = ?2, "     \
                         "failures = ?3, error = ?4 WHERE id = ?1")                                \
+    X(TRIAL_SET_COUNTERS, "UPDATE trials SET requeues = ?2, failures = ?3 WHERE id = ?1")      \
     X(ATTEMPT_END, "UPDATE attempts SET ended_ms = ?3, outcome = ?4, steps = ?5, error = ?6 "    \
                    "WHERE trial = ?1 AND attempt = ?2")                                           \
     X(SWEEP_RUNNING_TRIALS, "SELECT id, attempt FROM trials WHERE sweep = ?1 AND state = 'running'") \
@@ -125,10 +126,11 @@ static const char *const statement_sql[] = {
 };
 
 /* Background WAL checkpoints: a thread with its own connection copies
- * committed WAL frames into the database file every CHECKPOINT_INTERVAL_MS
- * (PASSIVE mode, so it never blocks the daemon's writes). The daemon's own
- * connection then checkpoints only when the WAL exceeds
- * CHECKPOINT_FALLBACK_PAGES, which happens only if the thread falls behind. */
+ * committed WAL frames into the database file every CHECKPOINT_INTERVAL_MS.
+ * PASSIVE mode copies what it can without waiting for readers or writers
+ * (SQLite's sqlite3_wal_checkpoint_v2 documentation), so the daemon's commits
+ * go on meanwhile. The daemon's own connection checkpoints only when the WAL
+ * exceeds CHECKPOINT_FALLBACK_PAGES, which means the thread fell behind. */
 #define CHECKPOINT_INTERVAL_MS 100
 #define CHECKPOINT_FALLBACK_PAGES 65536 /* 256 MiB of 4 KiB pages */
 
@@ -1477,6 +1479,17 @@ static int trial_to_pending(store *st, int64_t trial, int64_t sweep, int64_t req
     return 0;
 }
 
+/* Stores a trial's requeue and failure counts; trial_end leaves them alone,
+ * so a trial failed for good records the requeue or failure that ended it. */
+static int set_counters(store *st, int64_t trial, int64_t requeues, int64_t failures)
+{
+    sqlite3_stmt *s = stmt_get(st, ST_TRIAL_SET_COUNTERS);
+    sqlite3_bind_int64(s, 1, trial);
+    sqlite3_bind_int64(s, 2, requeues);
+    sqlite3_bind_int64(s, 3, failures);
+    return stmt_run(st, s, "recording a trial's requeue and failure counts");
+}
+
 int store_trial_failed(store *st, int64_t trial, int64_t attempt, const char *error, int64_t now_ms,
                        enum trial_state *new_state)
 {
@@ -1493,7 +1506,9 @@ int store_trial_failed(store *st, int64_t trial, int64_t attempt, const char *er
     if (err != 0)
         return err;
     if (failures >= max_failures) {
-        err = trial_end(st, trial, row.sweep, TRIAL_FAILED, NAN, NAN, -1, NAN, error, now_ms);
+        err = set_counters(st, trial, row.requeues, failures);
+        if (err == 0)
+            err = trial_end(st, trial, row.sweep, TRIAL_FAILED, NAN, NAN, -1, NAN, error, now_ms);
         *new_state = TRIAL_FAILED;
     } else {
         err = trial_to_pending(st, trial, row.sweep, row.requeues, failures, error);
@@ -1526,7 +1541,9 @@ int store_trial_requeue(store *st, int64_t trial, int64_t attempt, const char *r
         char error[128];
         snprintf(error, sizeof(error), "requeued %" PRId64 " times, more than max_requeues %d; last: %s",
                  requeues, max_requeues, reason);
-        err = trial_end(st, trial, row.sweep, TRIAL_FAILED, NAN, NAN, -1, NAN, error, now_ms);
+        err = set_counters(st, trial, requeues, row.failures);
+        if (err == 0)
+            err = trial_end(st, trial, row.sweep, TRIAL_FAILED, NAN, NAN, -1, NAN, error, now_ms);
         *new_state = TRIAL_FAILED;
     } else {
         err = trial_to_pending(st, trial, row.sweep, requeues, row.failures, NULL);
