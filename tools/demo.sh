@@ -59,6 +59,7 @@ ctl tickets "$sweep" --by optimizer
 echo
 echo "== best trial of each optimizer"
 for opt in adam sm3 shampoo; do
+    echo "-- $opt"
     ctl trials "$sweep" --state completed --sort final_loss --limit 1 --where "optimizer=$opt"
 done
 
@@ -67,11 +68,15 @@ trap - EXIT INT TERM
 cat <<MSG
 
 demo: done. sweepd is stopped; the database is $state/sweepd.db.
-Inspect it with sweepctl (start the daemon again on the same state directory):
-  build/sweepd --state-dir $state &
+Inspect it with sweepctl after starting the daemon again on the same state
+directory (without --foreground it detaches once it listens):
+  build/sweepd --state-dir $state
   build/sweepctl --connect unix:$sock status $sweep
   build/sweepctl --connect unix:$sock trials $sweep --sort final_loss --limit 10
+  build/sweepctl --connect unix:$sock tickets $sweep --threshold 2.5 --by optimizer
   build/sweepctl --connect unix:$sock export $sweep --format csv > demo.csv
-or with the sqlite3 shell (read-only while sweepd is stopped or running):
-  sqlite3 -readonly $state/sweepd.db '.tables'
+  kill \$(pgrep -f "sweepd --state-dir $state")
+or with the sqlite3 shell, read-only, whether or not sweepd runs:
+  sqlite3 -readonly $state/sweepd.db \\
+    "SELECT id, state, final_loss, json_extract(params, '\$.optimizer') FROM trials ORDER BY final_loss LIMIT 5"
 MSG
