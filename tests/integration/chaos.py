@@ -187,6 +187,12 @@ class Chaos:
             return db.execute("SELECT trial, attempt FROM attempts WHERE worker = ? AND outcome IS NULL",
                               (worker,)).fetchall()
 
+    def still_open(self, leases):
+        with self.db() as db:
+            return [(t, a) for t, a in leases
+                    if db.execute("SELECT outcome IS NULL FROM attempts WHERE trial = ? AND attempt = ?",
+                                  (t, a)).fetchone() == (1,)]
+
     def timed_out_since(self, worker, since_ms):
         with self.db() as db:
             return db.execute("SELECT trial, attempt FROM attempts WHERE worker = ? AND "
@@ -209,6 +215,12 @@ class Chaos:
         self.start_worker(slot)
 
     def freeze_worker(self, slot):
+        status = slot.proc.proc.poll()
+        if status is not None:
+            self.violations.append(f"worker {slot.name} exited with status {status} unprompted")
+            slot.proc.check_sanitizers()
+            self.start_worker(slot)
+            return
         slot.proc.proc.send_signal(signal.SIGSTOP)
         slot.frozen_since_ms = now_ms()
         slot.restarts_while_frozen = 0
@@ -218,12 +230,23 @@ class Chaos:
         self.counts["worker_freeze"] += 1
 
     def thaw_worker(self, slot):
-        # When the same daemon watched the whole freeze and the worker held a
-        # lease, its heartbeat timeout must have fired: wait for that line.
-        if slot.held_at_freeze and slot.restarts_while_frozen == 0:
-            self.daemon.wait_log(rf"worker={re.escape(slot.name)} conn=\d+ sent nothing",
-                                 timeout=30, since=slot.log_mark_at_freeze)
-        zombies = self.timed_out_since(slot.name, slot.frozen_since_ms)
+        status = slot.proc.proc.poll()
+        if status is not None:
+            # Nothing here ends a frozen worker, so it died on its own.
+            self.violations.append(f"worker {slot.name} exited with status {status} while frozen")
+            slot.proc.check_sanitizers()
+            self.start_worker(slot)
+            return
+        # A lease still open while the same daemon watched the whole freeze
+        # must be taken back by the heartbeat timer: wait for that line. A
+        # report already in flight at the SIGSTOP may have closed it instead.
+        waited = []
+        if slot.restarts_while_frozen == 0:
+            waited = self.still_open(slot.held_at_freeze)
+            for trial, attempt in waited:
+                self.daemon.wait_log(rf"trial={trial} attempt={attempt} worker={re.escape(slot.name)} "
+                                     r"requeued: heartbeat_timeout", timeout=30, since=slot.log_mark_at_freeze)
+        zombies = set(self.timed_out_since(slot.name, slot.frozen_since_ms)) | set(waited)
         mark = self.daemon.log_mark()
         slot.proc.proc.send_signal(signal.SIGCONT)
         slot.frozen_since_ms = None
