@@ -120,9 +120,13 @@ class Slot:
         self.frozen_since_ms = None
         self.thaw_at = None          # monotonic seconds
         self.restarts_while_frozen = 0
+        self.held_at_freeze = []     # (trial, attempt) open in the database at the SIGSTOP
+        self.log_mark_at_freeze = 0  # daemon log line count at the SIGSTOP
 
 
 class Chaos:
+    """The processes, the fault schedule and the fault counts of one run."""
+
     def __init__(self, args):
         self.args = args
         self.rng = random.Random(args.seed)
@@ -140,10 +144,12 @@ class Chaos:
         self.grace_s = self.freeze_range_s[1] + harness.scaled(2.0)
         self.daemon_args = ["--heartbeat-timeout", f"{self.heartbeat_timeout_s:g}",
                             "--grace", f"{self.grace_s:g}", "--log-level", "debug"]
+
         self.steps = 40 if args.long else 30
         self.eval_every = 5
-        # Mean seconds between faults, as a fraction of the fault-free run.
+        # Mean seconds between faults, whose gaps are exponentially distributed.
         self.fault_gap_s = harness.scaled(0.1 if args.long else 0.12)
+
         self.daemons = []
         self.daemon = None
         self.watcher = None
