@@ -74,9 +74,11 @@ def test_killed_workers_requeued_for_later():
             assert w.wait() == -signal.SIGKILL
         for i in range(3):
             d.wait_log(rf"worker=k{i} requeued: disconnect -> pending", since=mark)
-        counts = Client(d.socket_path).ok("status", sweep=sweep)["counts"]
+        probe = Client(d.socket_path)
+        counts = probe.ok("status", sweep=sweep)["counts"]
         assert counts["pending"] == 3, counts
         assert counts["running"] == 0, counts
+        assert probe.ok("workers")["workers"] == [], "no worker should be connected"
 
         later = worker(d, directory, "later", 500)
         wait_finished(c, sweep)
