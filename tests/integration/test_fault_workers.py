@@ -197,18 +197,19 @@ def test_resumed_trial_stores_each_step_once():
     directory = harness.tmp_dir()
     with Daemon(args=["--heartbeat-timeout", HEARTBEAT_TIMEOUT]) as d:
         c = Client(d.socket_path)
-        sweep = c.ok("submit", spec=setup(directory, [0.001], 3000, 10))["sweep"]
+        sweep = c.ok("submit", spec=setup(directory, [0.001], 4000, 10))["sweep"]
         c.ok("watch", sweep=sweep)
-        first = worker(d, directory, "first", 1000)
+        first = worker(d, directory, "first", 2000)
 
         # Kill the first worker once it reported steps past its checkpoint at
-        # 1000, so the resumed attempt re-reports those steps.
+        # 2000, so the resumed attempt re-reports those steps. The next
+        # checkpoint is 1,900 steps (about 0.4 s) after the trigger.
         seen = {}
         while True:
             event = c.next_event(timeout=60)
             if event.get("event") == "metrics":
                 seen[event["step"]] = seen.get(event["step"], 0) + 1
-                if event["step"] >= 1100:
+                if event["step"] >= 2100:
                     break
         first.kill(signal.SIGKILL)
         d.wait_log(r"trial=1 attempt=1 worker=first requeued: disconnect -> pending")
@@ -216,7 +217,7 @@ def test_resumed_trial_stores_each_step_once():
         last_step = query(d, "SELECT max(step) FROM metrics")[0][0]
         assert checkpoint_step is not None and last_step > checkpoint_step, (checkpoint_step, last_step)
 
-        second = worker(d, directory, "second", 1000)
+        second = worker(d, directory, "second", 2000)
         second.wait_log(rf"trial=1 attempt=2 resumed from \S+ at step {checkpoint_step}", timeout=30)
         while True:
             event = c.next_event(timeout=60)
@@ -227,7 +228,7 @@ def test_resumed_trial_stores_each_step_once():
         second.stop()
 
         rows = query(d, "SELECT step, attempt FROM metrics ORDER BY step")
-        assert [s for s, _ in rows] == list(range(10, 3001, 10)), rows[:5]
+        assert [s for s, _ in rows] == list(range(10, 4001, 10)), rows[:5]
         assert all(a == 1 for s, a in rows if s <= last_step), "a re-reported step replaced the first value"
         assert all(a == 2 for s, a in rows if s > last_step)
         assert all(count == 1 for count in seen.values()), {s: n for s, n in seen.items() if n != 1}
