@@ -1,6 +1,7 @@
 /* Load generator for sweepd: N simulated workers on N unix-socket
  * connections, each leasing a trial and completing it at once, one request in
- * flight per connection, multiplexed with poll(2). Prints one JSON line:
+ * flight per connection, multiplexed with epoll(7), so the load generator's
+ * own CPU time per reply does not grow with N. Prints one JSON line:
  * lifecycles per second, the p50/p99 lease latency, and from the daemon's
  * stats op the commits, requests per commit and mean commit time of the run.
  * Without --rate the loop is closed: a worker requests its next lease as soon
@@ -17,7 +18,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
-#include <poll.h>
+#include <sys/epoll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -112,7 +113,7 @@ static int send_lease(sim_worker *w, uint64_t due_ns)
 
 /* The daemon's counters from the stats op, for the deltas of one run. */
 typedef struct daemon_stats {
-    double requests, commits, commit_seconds, max_batch;
+    double requests, commits, commit_seconds, max_batch, cpu_seconds;
 } daemon_stats;
 
 static int read_stats(const char *socket_path, daemon_stats *out)
@@ -132,6 +133,7 @@ static int read_stats(const char *socket_path, daemon_stats *out)
         out->commits = cJSON_GetNumberValue(cJSON_GetObjectItem(reply, "commits"));
         out->commit_seconds = cJSON_GetNumberValue(cJSON_GetObjectItem(reply, "commit_seconds"));
         out->max_batch = cJSON_GetNumberValue(cJSON_GetObjectItem(reply, "max_batch"));
+        out->cpu_seconds = cJSON_GetNumberValue(cJSON_GetObjectItem(reply, "cpu_seconds"));
     }
     cJSON_Delete(reply);
     close(fd);
@@ -142,10 +144,11 @@ static int read_stats(const char *socket_path, daemon_stats *out)
 static int run_workers(const char *socket_path, int nworkers, long lifecycles, double rate)
 {
     sim_worker *ws = calloc((size_t)nworkers, sizeof(*ws));
-    struct pollfd *pfds = calloc((size_t)nworkers, sizeof(*pfds));
+    struct epoll_event events[256];
+    int epfd = epoll_create1(EPOLL_CLOEXEC);
     uint64_t *lat = calloc((size_t)lifecycles + (size_t)nworkers, sizeof(*lat));
-    if (!ws || !pfds || !lat) {
-        fprintf(stderr, "loadgen: out of memory\n");
+    if (!ws || epfd < 0 || !lat) {
+        fprintf(stderr, "loadgen: out of memory or epoll_create1 failed\n");
         return 1;
     }
     for (int i = 0; i < nworkers; i++) {
@@ -162,8 +165,11 @@ static int run_workers(const char *socket_path, int nworkers, long lifecycles, d
             return 1;
         }
         cJSON_Delete(reply);
-        pfds[i].fd = ws[i].fd;
-        pfds[i].events = POLLIN;
+        struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
+        if (epoll_ctl(epfd, EPOLL_CTL_ADD, ws[i].fd, &ev) != 0) {
+            fprintf(stderr, "loadgen: epoll_ctl failed: %s\n", strerror(errno));
+            return 1;
+        }
     }
 
     daemon_stats before = {0}, after = {0};
@@ -203,16 +209,18 @@ static int run_workers(const char *socket_path, int nworkers, long lifecycles, d
             if (soonest != UINT64_MAX)
                 timeout_ms = (int)((soonest - now + 999999) / 1000000);
         }
-        int rc = poll(pfds, (nfds_t)nworkers, timeout_ms);
+        int rc = epoll_wait(epfd, events, (int)(sizeof(events) / sizeof(events[0])), timeout_ms);
+        if (rc < 0 && errno == EINTR)
+            continue;
         if (rc == 0 && period_ns)
             continue;
         if (rc <= 0) {
-            fprintf(stderr, "loadgen: poll %s with %d requests in flight\n", rc == 0 ? "timed out" : "failed", active);
+            fprintf(stderr, "loadgen: epoll_wait %s with %d requests in flight\n", rc == 0 ? "timed out" : "failed",
+                    active);
             return 1;
         }
-        for (int i = 0; i < nworkers; i++) {
-            if (!(pfds[i].revents & (POLLIN | POLLHUP | POLLERR)))
-                continue;
+        for (int e = 0; e < rc; e++) {
+            int i = (int)events[e].data.u32;
             sim_worker *w = &ws[i];
             char buf[65536];
             ssize_t n = read(w->fd, buf, sizeof(buf));
@@ -234,7 +242,7 @@ static int run_workers(const char *socket_path, int nworkers, long lifecycles, d
                     if (cJSON_IsNull(t)) {
                         idle++;
                         active--;
-                        pfds[i].events = 0;
+                        epoll_ctl(epfd, EPOLL_CTL_DEL, w->fd, NULL);
                         cJSON_Delete(reply);
                         continue;
                     }
@@ -260,7 +268,7 @@ static int run_workers(const char *socket_path, int nworkers, long lifecycles, d
                             return 1;
                     } else {
                         active--;
-                        pfds[i].events = 0;
+                        epoll_ctl(epfd, EPOLL_CTL_DEL, w->fd, NULL);
                     }
                 }
                 cJSON_Delete(reply);
@@ -279,16 +287,18 @@ static int run_workers(const char *socket_path, int nworkers, long lifecycles, d
     double requests = after.requests - before.requests - 1;
     printf("{\"workers\":%d,\"rate\":%.0f,\"lifecycles\":%ld,\"seconds\":%.3f,\"lifecycles_per_s\":%.0f,"
            "\"lease_p50_us\":%.0f,\"lease_p99_us\":%.0f,\"out_of_trials\":%ld,\"commits_per_s\":%.0f,"
-           "\"requests_per_commit\":%.1f,\"commit_ms_mean\":%.2f,\"max_batch\":%.0f}\n",
+           "\"requests_per_commit\":%.1f,\"commit_ms_mean\":%.2f,\"max_batch\":%.0f,"
+           "\"daemon_cpu_us_per_request\":%.1f}\n",
            nworkers, rate, done, secs, (double)done / secs, p50, p99, idle, commits / secs,
            commits > 0 ? requests / commits : 0.0,
-           commits > 0 ? 1e3 * (after.commit_seconds - before.commit_seconds) / commits : 0.0, after.max_batch);
+           commits > 0 ? 1e3 * (after.commit_seconds - before.commit_seconds) / commits : 0.0, after.max_batch,
+           requests > 0 ? 1e6 * (after.cpu_seconds - before.cpu_seconds) / requests : 0.0);
     for (int i = 0; i < nworkers; i++) {
         close(ws[i].fd);
         linebuf_free(&ws[i].in);
     }
     free(ws);
-    free(pfds);
+    close(epfd);
     free(lat);
     return 0;
 }

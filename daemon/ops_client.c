@@ -263,6 +263,12 @@ void ops_stats(request *req)
     cJSON_AddNumberToObject(fields, "leases", (double)srv->leases);
     cJSON_AddNumberToObject(fields, "completions", (double)srv->completions);
     cJSON_AddNumberToObject(fields, "connections", (double)srv->conn_count);
+    uv_rusage_t usage;
+    if (uv_getrusage(&usage) == 0) {
+        double cpu = (double)usage.ru_utime.tv_sec + (double)usage.ru_utime.tv_usec / 1e6 +
+                     (double)usage.ru_stime.tv_sec + (double)usage.ru_stime.tv_usec / 1e6;
+        cJSON_AddNumberToObject(fields, "cpu_seconds", cpu);
+    }
     server_reply_ok(req->c, req->id, fields);
 }
 
