@@ -17,7 +17,10 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "kernels.h"
 #include "trainer.h"
+
+#define ATT_BLOCK KERNEL_ATT_BLOCK
 
 typedef struct bench_config {
     const char *name;
@@ -67,14 +70,17 @@ static void step_products(floor_buffers *f, const bench_config *c)
         linear_products(f, N, C, C);
         linear_products(f, N, C, 4 * C);
         linear_products(f, N, 4 * C, C);
-        for (int bh = 0; bh < B * NH; bh++) {
-            gemm(f, 0, 1, T, T, hs, 3 * C, 3 * C, T, 0.0f); /* scores */
-            gemm(f, 0, 0, T, hs, T, T, 3 * C, C, 0.0f);     /* p @ v */
-            gemm(f, 0, 1, T, T, hs, C, 3 * C, T, 0.0f);     /* dp */
-            gemm(f, 1, 0, T, hs, T, T, C, 3 * C, 0.0f);     /* dv */
-            gemm(f, 0, 0, T, hs, T, T, 3 * C, 3 * C, 0.0f); /* dq */
-            gemm(f, 1, 0, T, hs, T, T, 3 * C, 3 * C, 0.0f); /* dk */
-        }
+        /* Attention by causal row blocks, as kernels.c computes it. */
+        for (int bh = 0; bh < B * NH; bh++)
+            for (int r0 = 0; r0 < T; r0 += ATT_BLOCK) {
+                int r1 = r0 + ATT_BLOCK < T ? r0 + ATT_BLOCK : T, rows = r1 - r0;
+                gemm(f, 0, 1, rows, r1, hs, 3 * C, 3 * C, T, 0.0f);     /* scores */
+                gemm(f, 0, 0, rows, hs, r1, T, 3 * C, C, 0.0f);         /* p @ v */
+                gemm(f, 0, 1, rows, r1, hs, C, 3 * C, T, 0.0f);         /* dp */
+                gemm(f, 1, 0, rows, hs, T - r0, T, C, 3 * C, 0.0f);     /* dv */
+                gemm(f, 0, 0, rows, hs, r1, T, 3 * C, 3 * C, 0.0f);     /* dq */
+                gemm(f, 1, 0, rows, hs, T - r0, T, 3 * C, 3 * C, 0.0f); /* dk */
+            }
     }
     gemm(f, 0, 1, N, 256, C, C, C, 256, 0.0f);  /* logits */
     gemm(f, 0, 0, N, C, 256, 256, C, C, 0.0f);  /* dlnf */

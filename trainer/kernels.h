@@ -18,6 +18,8 @@
 #include <stdint.h>
 
 #define KERNEL_LN_EPS 1e-5f
+/* Rows per block of the causal attention products (see kernels.c). */
+#define KERNEL_ATT_BLOCK 32
 
 /* exp(x) for float x, accurate to about 2 ulp on [-87, 88] and written so the
  * compiler can vectorise loops that call it (glibc's expf is not vectorised

@@ -118,9 +118,10 @@ static void test_layernorm(void)
     free(dg); free(dg_ref); free(db); free(db_ref);
 }
 
-static void test_attention(void)
+/* T = 11 fits one causal row block; T = 70 spans three, the last partial. */
+static void test_attention(int T)
 {
-    int B = 2, T = 11, C = 20, NH = 2;
+    int B = 2, C = 20, NH = 2;
     size_t nqkv = (size_t)B * T * 3 * C, nout = (size_t)B * T * C, natt = (size_t)B * NH * T * T;
     float *qkv = random_floats(nqkv, 1.0), *dout = random_floats(nout, 1.0);
     float *out = calloc(nout, 4), *out_ref = calloc(nout, 4);
@@ -130,6 +131,7 @@ static void test_attention(void)
 
     kernel_attention_forward(out, att, qkv, B, T, C, NH);
     kernel_attention_forward_ref(out_ref, att_ref, qkv, B, T, C, NH);
+    printf("attention with T = %d:\n", T);
     compare("attention forward out", out, out_ref, nout);
     compare("attention forward probs", att, att_ref, natt);
     kernel_attention_backward(dqkv, scratch, dout, qkv, att, B, T, C, NH);
@@ -188,7 +190,8 @@ int main(void)
     test_expf();
     test_matmul();
     test_layernorm();
-    test_attention();
+    test_attention(11);
+    test_attention(70);
     test_gelu();
     test_crossentropy();
     return check_report("trainer_kernels");
