@@ -244,6 +244,90 @@ static void test_rejected_roots_counted(void)
     }
 }
 
+/* The gradient of step s for the resume test below. At steps 0 and 1 it
+ * is nonzero in rows 0-1, columns 0-3 of the 3x5 matrix (the two full 2x2
+ * blocks) and in the vector. Later it is nonzero only at (0, 0) and
+ * (0, 2). */
+static void rejection_gradient(float *g, int s)
+{
+    memset(g, 0, 19 * sizeof *g);
+    if (s >= 2) {
+        g[0] = 0.5f + 0.1f * (float)s;
+        g[2] = -0.25f;
+        return;
+    }
+    for (int r = 0; r < 2; r++)
+        for (int c = 0; c < 4; c++)
+            g[r * 5 + c] = (float)(((r * 5 + c) * 7 + s * 13) % 11 - 5) / 8.0f;
+    for (int i = 15; i < 19; i++)
+        g[i] = 0.25f * (float)(i - 16);
+}
+
+/* precondition_async with b2 0, so each statistic is the current G G^T:
+ * the refresh at k = 0 succeeds for the two full blocks and its roots are
+ * installed at k = 2, while the one at k = 2 fails (every statistic is
+ * diag(x, 0) or zero) and must keep them at k = 4. A state exported after 3 steps, with that failing refresh
+ * pending, must resume to the same parameters and rejection count, which
+ * needs the rejection flags that only the recomputation on import
+ * restores. */
+static void test_async_resume_with_rejections(void)
+{
+    static const tensor_desc tensors[] = {{"w", 2, 3, 5, 0, 15}, {"b", 1, 4, 1, 15, 4}};
+    static const char *const settings[] = {"matrix_eps", "0", "block_size", "2", "precondition_every", "2",
+                                           "b2", "0", "graft", "sgd", "precondition_async", "true", NULL};
+    char err[256];
+    train_config cfg;
+    train_config_defaults(&cfg);
+    cfg.optimizer = OPT_SHAMPOO;
+    for (int i = 0; settings[i]; i += 2)
+        CHECK(train_config_set(&cfg, settings[i], settings[i + 1], err, sizeof err) == 0);
+    CHECK(train_config_finalize(&cfg, err, sizeof err) == 0);
+
+    optimizer *straight = NULL, *first = NULL, *resumed = NULL;
+    CHECK(optim_create(&straight, &cfg, tensors, 2, err, sizeof err) == 0);
+    CHECK(optim_create(&first, &cfg, tensors, 2, err, sizeof err) == 0);
+    CHECK(optim_create(&resumed, &cfg, tensors, 2, err, sizeof err) == 0);
+    if (!straight || !first || !resumed) {
+        optim_free(straight);
+        optim_free(first);
+        optim_free(resumed);
+        return;
+    }
+
+    float w_straight[19], w_split[19], g[19];
+    for (int i = 0; i < 19; i++)
+        w_straight[i] = w_split[i] = 0.1f * (float)i;
+    for (int s = 0; s < 5; s++) {
+        rejection_gradient(g, s);
+        optim_step(straight, w_straight, g, 1e-2);
+    }
+    for (int s = 0; s < 3; s++) {
+        rejection_gradient(g, s);
+        optim_step(first, w_split, g, 1e-2);
+    }
+    size_t bytes = optim_state_bytes(first);
+    unsigned char *state = malloc(bytes);
+    CHECK(state != NULL);
+    if (state) {
+        optim_state_export(first, state);
+        CHECK(optim_state_import(resumed, state, bytes) == 0);
+        free(state);
+    }
+    for (int s = 3; s < 5; s++) {
+        rejection_gradient(g, s);
+        optim_step(resumed, w_split, g, 1e-2);
+    }
+
+    /* The k = 0 refresh rejects both roots of the 4 blocks with a zero
+     * statistic, and the k = 2 refresh all 12 roots of the 6 blocks. */
+    CHECK(optim_rejected_roots(straight) == 8 + 12);
+    CHECK(optim_rejected_roots(resumed) == optim_rejected_roots(straight));
+    CHECK(memcmp(w_straight, w_split, sizeof w_split) == 0);
+    optim_free(straight);
+    optim_free(first);
+    optim_free(resumed);
+}
+
 int main(void)
 {
     test_well_conditioned();
@@ -252,5 +336,6 @@ int main(void)
     test_zero_statistic();
     test_failures_leave_root();
     test_rejected_roots_counted();
+    test_async_resume_with_rejections();
     return check_report("test_matrix_root");
 }
