@@ -1,7 +1,7 @@
 /* Load generator for sweepd: N simulated workers on N unix-socket
  * connections, each leasing a trial and completing it at once, one request in
- * flight per connection, multiplexed with epoll(7), so the load generator's
- * own CPU time per reply does not grow with N. Prints one JSON line:
+ * flight per connection, multiplexed with epoll(7). The load generator's own
+ * CPU time per reply thus does not grow with N. Prints one JSON line:
  * lifecycles per second, the p50/p99 lease latency, and from the daemon's
  * stats op the commits, requests per commit and mean commit time of the run.
  * Without --rate the loop is closed: a worker requests its next lease as soon

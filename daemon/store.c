@@ -616,9 +616,9 @@ int store_open(const char *path, int synchronous_full, store **out, char *err, s
     sqlite3_busy_timeout(st->db, 5000);
 
     /* WAL lets readers (sqlite3 CLI, backups) look while the daemon writes.
-     * The page cache is 64 MiB instead of SQLite's default 2 MiB: each
-     * finished trial updates index pages at random positions (final_loss
-     * order), and at 1M trials those indexes are tens of MiB, so a small cache
+     * The page cache is 64 MiB instead of SQLite's default 2 MiB, because
+     * each finished trial updates index pages at random positions (final_loss
+     * order). At 1M trials those indexes are tens of MiB, and a small cache
      * makes most lifecycles read pages back from the operating system. */
     char pragmas[256];
     snprintf(pragmas, sizeof(pragmas),
