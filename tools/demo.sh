@@ -75,7 +75,7 @@ directory (without --foreground it detaches once it listens):
   build/sweepctl --connect unix:$sock trials $sweep --sort final_loss --limit 10
   build/sweepctl --connect unix:$sock tickets $sweep --threshold 2.5 --by optimizer
   build/sweepctl --connect unix:$sock export $sweep --format csv > demo.csv
-  kill \$(pgrep -f "sweepd --state-dir $state")
+  kill \$(cat $state/sweepd.lock)      # the lock file contains the daemon's pid
 or with the sqlite3 shell, read-only, whether or not sweepd runs:
   sqlite3 -readonly $state/sweepd.db \\
     "SELECT id, state, final_loss, json_extract(params, '\$.optimizer') FROM trials ORDER BY final_loss LIMIT 5"
