@@ -103,9 +103,11 @@ struct optimizer {
     float *nu_work;             /* SM3 nu, max numel */
     float *col_work;            /* SM3 new column maxima, max cols */
     float *graft_work;          /* Shampoo graft direction A, max numel */
-    float *precond_work;        /* Shampoo preconditioned direction D, max numel */
-    float *gram_work;           /* Gb Gb^T or Gb^T Gb of one block, float32 */
-    float *product_work;        /* PL * Gb for one block, float32 */
+    float *precond_work;        /* Shampoo preconditioned direction D, laid out as the parameters */
+    /* Per pool thread, block_work_floats each: Gb Gb^T or Gb^T Gb of one
+     * block, and PL * Gb of one block (float32). */
+    float *gram_work, *product_work;
+    size_t block_work_floats;
     /* Shampoo only: the root threads, and one task per root (left and right
      * of each block, in block order) for the synchronous refresh and for the
      * asynchronous one. async_state (ASYNC_FIELDS entries) is in the state

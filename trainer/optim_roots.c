@@ -1,11 +1,15 @@
-/* Threads for Shampoo's inverse roots (see optim_roots.h).
+/* Threads for Shampoo's inverse roots and per-block work (see
+ * optim_roots.h).
  *
  * Two groups of the same kind: the pool (n_threads - 1 threads that help the
  * caller through a synchronous batch) and the background group (one thread
  * that computes a batch while the caller trains). A group wakes its threads
  * by bumping a generation number under its mutex. Each thread then claims
- * tasks from the batch's atomic counter until none is left, and the last one
- * to finish signals the group idle. That mutex publishes the task results.
+ * items from the batch's atomic counter until none is left, and the last one
+ * to finish signals the group idle. That mutex publishes the results.
+ *
+ * Thread indexes: 0 is the caller, 1 to n_threads - 1 the pool, n_threads
+ * the background thread. Each index has its own root workspace.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -21,20 +25,28 @@
 #include "matrix_root.h"
 #include "optim_roots.h"
 
-/* One batch of tasks, claimed one at a time through next. */
+/* One batch: fn(ctx, item, thread) for every item, claimed one at a time
+ * through next. */
 typedef struct root_batch {
-    optim_root_task *tasks;
-    size_t n_tasks;
+    optim_item_fn fn;
+    void *ctx;
+    size_t n_items;
     atomic_size_t next;
     atomic_int cancel;
 } root_batch;
+
+/* The context of a batch of root tasks. */
+typedef struct root_tasks {
+    optim_roots *roots;
+    optim_root_task *tasks;
+} root_tasks;
 
 typedef struct root_group root_group;
 
 typedef struct root_thread {
     root_group *group;
     pthread_t thread;
-    matrix_root_work *work;
+    int index;
 } root_thread;
 
 struct root_group {
@@ -54,9 +66,11 @@ struct optim_roots {
     enum root_method method;
     double matrix_eps;
     unsigned int csr;           /* the creator's MXCSR, copied by every thread */
-    matrix_root_work *caller_work;
+    int n_threads;              /* the caller and the pool */
+    matrix_root_work **works;   /* one per thread index, n_threads + 1 */
     root_group pool;            /* helpers of optim_roots_run */
     root_group background;      /* precondition_async; n_threads 0 when off */
+    root_tasks background_tasks;  /* the context of the background batch */
 };
 
 static void compute_task(const optim_roots *roots, matrix_root_work *work, optim_root_task *task)
@@ -73,16 +87,22 @@ static void compute_task(const optim_roots *roots, matrix_root_work *work, optim
     }
 }
 
-/* Claims and computes tasks until the batch is empty or cancelled. */
-static void drain_batch(const optim_roots *roots, matrix_root_work *work, root_batch *batch)
+static void run_root_task(void *ctx, size_t item, int thread)
+{
+    root_tasks *batch = ctx;
+    compute_task(batch->roots, batch->roots->works[thread], &batch->tasks[item]);
+}
+
+/* Claims and runs items until the batch is empty or cancelled. */
+static void drain_batch(root_batch *batch, int thread)
 {
     for (;;) {
         if (atomic_load(&batch->cancel))
             return;
         size_t i = atomic_fetch_add(&batch->next, 1);
-        if (i >= batch->n_tasks)
+        if (i >= batch->n_items)
             return;
-        compute_task(roots, work, &batch->tasks[i]);
+        batch->fn(batch->ctx, i, thread);
     }
 }
 
@@ -104,7 +124,7 @@ static void *thread_main(void *arg)
         seen = group->generation;
         pthread_mutex_unlock(&group->mutex);
 
-        drain_batch(group->owner, self->work, &group->batch);
+        drain_batch(&group->batch, self->index);
 
         pthread_mutex_lock(&group->mutex);
         if (--group->busy == 0)
@@ -115,11 +135,12 @@ static void *thread_main(void *arg)
 }
 
 /* Publishes a batch and wakes every thread of the group. */
-static void group_submit(root_group *group, optim_root_task *tasks, size_t n)
+static void group_submit(root_group *group, optim_item_fn fn, void *ctx, size_t n)
 {
     pthread_mutex_lock(&group->mutex);
-    group->batch.tasks = tasks;
-    group->batch.n_tasks = n;
+    group->batch.fn = fn;
+    group->batch.ctx = ctx;
+    group->batch.n_items = n;
     atomic_store(&group->batch.next, 0);
     atomic_store(&group->batch.cancel, 0);
     group->busy = group->n_threads;
@@ -136,9 +157,10 @@ static void group_wait(root_group *group)
     pthread_mutex_unlock(&group->mutex);
 }
 
-/* Initialises the group and starts n threads. Returns 0, or -1 with err set;
- * a group that failed part way is still safe to pass to group_stop. */
-static int group_start(root_group *group, optim_roots *owner, int n, int max_side, const char *what,
+/* Initialises the group and starts n threads, with thread indexes from
+ * first_index on. Returns 0, or -1 with err set; a group that failed part
+ * way is still safe to pass to group_stop. */
+static int group_start(root_group *group, optim_roots *owner, int n, int first_index, const char *what,
                        char *err, size_t err_size)
 {
     group->owner = owner;
@@ -159,12 +181,7 @@ static int group_start(root_group *group, optim_roots *owner, int n, int max_sid
     for (int i = 0; i < n; i++) {
         root_thread *t = &group->threads[i];
         t->group = group;
-        t->work = matrix_root_work_create(max_side);
-        if (!t->work) {
-            snprintf(err, err_size, "out of memory creating a root workspace of side %d for a Shampoo %s thread",
-                     max_side, what);
-            return -1;
-        }
+        t->index = first_index + i;
         int rc = pthread_create(&t->thread, NULL, thread_main, t);
         if (rc != 0) {
             snprintf(err, err_size, "failed to start Shampoo %s thread %d of %d: %s; lower --threads", what,
@@ -176,8 +193,7 @@ static int group_start(root_group *group, optim_roots *owner, int n, int max_sid
     return 0;
 }
 
-/* Cancels the batch in flight, stops and joins the started threads, and
- * frees their workspaces. */
+/* Cancels the batch in flight, and stops and joins the started threads. */
 static void group_stop(root_group *group)
 {
     if (!group->locks_ready)
@@ -189,8 +205,6 @@ static void group_stop(root_group *group)
     pthread_mutex_unlock(&group->mutex);
     for (int i = 0; i < group->n_started; i++)
         pthread_join(group->threads[i].thread, NULL);
-    for (int i = 0; group->threads && i < group->n_threads; i++)
-        matrix_root_work_free(group->threads[i].work);
     free(group->threads);
     pthread_cond_destroy(&group->idle);
     pthread_cond_destroy(&group->wake);
@@ -211,15 +225,26 @@ int optim_roots_create(optim_roots **out, int n_threads, int background, int max
 #if defined(__SSE__)
     roots->csr = _mm_getcsr();
 #endif
-    roots->caller_work = matrix_root_work_create(max_side);
-    if (!roots->caller_work) {
-        snprintf(err, err_size, "out of memory creating a root workspace of side %d", max_side);
+    roots->n_threads = n_threads > 1 ? n_threads : 1;
+
+    /* Workspaces first, for every thread index, then the threads. */
+    roots->works = calloc((size_t)roots->n_threads + 1, sizeof *roots->works);
+    for (int i = 0; roots->works && i <= roots->n_threads; i++) {
+        if (i == roots->n_threads && !background)
+            break;
+        roots->works[i] = matrix_root_work_create(max_side);
+        if (!roots->works[i])
+            break;
+    }
+    if (!roots->works || !roots->works[roots->n_threads - 1] || (background && !roots->works[roots->n_threads])) {
+        snprintf(err, err_size, "out of memory creating %d root workspaces of side %d", roots->n_threads + 1,
+                 max_side);
         optim_roots_free(roots);
         return -1;
     }
-    if (group_start(&roots->pool, roots, n_threads > 1 ? n_threads - 1 : 0, max_side, "pool", err,
-                    err_size) < 0 ||
-        group_start(&roots->background, roots, background ? 1 : 0, max_side, "background", err, err_size) < 0) {
+    if (group_start(&roots->pool, roots, roots->n_threads - 1, 1, "pool", err, err_size) < 0 ||
+        group_start(&roots->background, roots, background ? 1 : 0, roots->n_threads, "background", err,
+                    err_size) < 0) {
         optim_roots_free(roots);
         return -1;
     }
@@ -233,36 +258,46 @@ void optim_roots_free(optim_roots *roots)
         return;
     group_stop(&roots->background);
     group_stop(&roots->pool);
-    matrix_root_work_free(roots->caller_work);
+    for (int i = 0; roots->works && i <= roots->n_threads; i++)
+        matrix_root_work_free(roots->works[i]);
+    free(roots->works);
     free(roots);
 }
 
 void optim_roots_run_here(optim_roots *roots, optim_root_task *tasks, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        compute_task(roots, roots->caller_work, &tasks[i]);
+        compute_task(roots, roots->works[0], &tasks[i]);
 }
 
-void optim_roots_run(optim_roots *roots, optim_root_task *tasks, size_t n)
+void optim_roots_for_each(optim_roots *roots, optim_item_fn fn, void *ctx, size_t n)
 {
     if (roots->pool.n_threads == 0 || n == 0) {
-        optim_roots_run_here(roots, tasks, n);
+        for (size_t i = 0; i < n; i++)
+            fn(ctx, i, 0);
         return;
     }
 
-    /* The pool's threads and the caller each call LAPACK; OpenBLAS threads
-     * of their own would only compete with them for the cores. */
+    /* The pool's threads and the caller each call BLAS or LAPACK; OpenBLAS
+     * threads of their own would only compete with them for the cores. */
     int blas_threads = openblas_get_num_threads();
     openblas_set_num_threads(1);
-    group_submit(&roots->pool, tasks, n);
-    drain_batch(roots, roots->caller_work, &roots->pool.batch);
+    group_submit(&roots->pool, fn, ctx, n);
+    drain_batch(&roots->pool.batch, 0);
     group_wait(&roots->pool);
     openblas_set_num_threads(blas_threads);
 }
 
+void optim_roots_run(optim_roots *roots, optim_root_task *tasks, size_t n)
+{
+    root_tasks batch = {roots, tasks};
+    optim_roots_for_each(roots, run_root_task, &batch, n);
+}
+
 void optim_roots_start(optim_roots *roots, optim_root_task *tasks, size_t n)
 {
-    group_submit(&roots->background, tasks, n);
+    roots->background_tasks = (root_tasks){roots, tasks};
+    group_submit(&roots->background, run_root_task, &roots->background_tasks, n);
 }
 
 void optim_roots_wait(optim_roots *roots)
@@ -273,5 +308,5 @@ void optim_roots_wait(optim_roots *roots)
 
 int optim_roots_threads(const optim_roots *roots)
 {
-    return roots->pool.n_threads + 1;
+    return roots->n_threads;
 }

@@ -1,5 +1,6 @@
 /* Shampoo's inverse-root computations on threads: a persistent pool for the
- * synchronous refresh and one background thread for precondition_async.
+ * synchronous refresh and one background thread for precondition_async. The
+ * pool also runs Shampoo's per-block work of every step.
  *
  * Each root is computed by matrix_root_inverse_fourth() on its own input with
  * single-threaded code, so which thread computes it does not change a bit of
@@ -29,6 +30,10 @@ typedef struct optim_root_task {
 
 typedef struct optim_roots optim_roots;
 
+/* One item of a batch: item in [0, n), thread in [0, optim_roots_threads())
+ * names the calling thread, for per-thread scratch. */
+typedef void (*optim_item_fn)(void *ctx, size_t item, int thread);
+
 /* Creates n_threads - 1 pool threads (the caller of optim_roots_run is the
  * n_threads-th) and, when background is nonzero, one background thread, each
  * with a workspace for matrices up to max_side. Threads copy the caller's
@@ -41,9 +46,13 @@ int optim_roots_create(optim_roots **out, int n_threads, int background, int max
  * between roots) and frees the workspaces. NULL is a no-op. */
 void optim_roots_free(optim_roots *roots);
 
-/* Computes tasks[0, n) on the pool and the calling thread, and returns when
- * all are done. While the pool runs, OpenBLAS is set to one thread and then
- * restored, so no computation depends on OpenBLAS's thread count. */
+/* Runs fn for every item in [0, n) on the pool and the calling thread, and
+ * returns when all are done. While the pool runs, OpenBLAS is set to one
+ * thread and then restored, so no item depends on OpenBLAS's thread count.
+ * Items must be independent of each other. */
+void optim_roots_for_each(optim_roots *roots, optim_item_fn fn, void *ctx, size_t n);
+
+/* Computes tasks[0, n) with optim_roots_for_each. */
 void optim_roots_run(optim_roots *roots, optim_root_task *tasks, size_t n);
 
 /* Computes tasks[0, n) on the calling thread alone, with OpenBLAS as it is

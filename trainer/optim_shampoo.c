@@ -16,7 +16,9 @@
  *
  * A step updates every block's statistics first, then refreshes the roots
  * when due (on the optim_roots pool, or with precondition_async on its
- * background thread), then computes D and the update tensor by tensor.
+ * background thread), then computes D of every block, then the update
+ * tensor by tensor. The block passes run on the pool as well, each block
+ * with single-threaded BLAS, so no result depends on --threads.
  * precondition_async snapshots the statistics at a refresh step k and
  * installs the roots computed from them at step k + precondition_every,
  * waiting there if they are not ready: one period later than the
@@ -192,11 +194,21 @@ static void shampoo_carve(optimizer *opt, optim_arena *state, optim_arena *scrat
     if (opt->cfg.precondition_async)
         opt->async_state = optim_arena_take(state, ASYNC_FIELDS * sizeof(uint64_t));
     opt->graft_work = optim_arena_take(scratch, opt->max_numel * sizeof(float));
-    opt->precond_work = optim_arena_take(scratch, opt->max_numel * sizeof(float));
+    /* D of every tensor at its parameter offset, because the blocks of all
+     * tensors are preconditioned in one pass over the pool. */
+    size_t total_numel = 1;
+    for (size_t i = 0; i < opt->n_tensors; i++) {
+        size_t end = opt->tensors[i].offset + opt->tensors[i].numel;
+        total_numel = end > total_numel ? end : total_numel;
+    }
+    opt->precond_work = optim_arena_take(scratch, total_numel * sizeof(float));
     opt->nu_work = optim_arena_take(scratch, opt->max_numel * sizeof(float));
     opt->col_work = optim_arena_take(scratch, max_cols * sizeof(float));
-    opt->gram_work = optim_arena_take(scratch, max_square * sizeof(float));
-    opt->product_work = optim_arena_take(scratch, max_block * sizeof(float));
+    /* One Gram and one product buffer per thread of the pool. */
+    size_t n_threads = (size_t)optim_roots_threads(opt->roots);
+    opt->block_work_floats = max_square > max_block ? max_square : max_block;
+    opt->gram_work = optim_arena_take(scratch, n_threads * opt->block_work_floats * sizeof(float));
+    opt->product_work = optim_arena_take(scratch, n_threads * opt->block_work_floats * sizeof(float));
 }
 
 static void set_scaled_identity(double *a, int n, double diagonal)
@@ -354,27 +366,69 @@ static void accumulate_statistic(double *stat, const double *previous, const flo
             stat[(size_t)i * n + j] = b2 * previous[(size_t)i * n + j] + w2 * gram[(size_t)i * n + j];
 }
 
-/* L = b2 L + w2 Gb Gb^T and R = b2 R + w2 Gb^T Gb for every block, upper
+/* The context of a pass over the blocks on the pool. */
+typedef struct block_pass {
+    optimizer *opt;
+    const float *grads;
+    int update_statistics, precondition, stale;
+} block_pass;
+
+/* L = b2 L + w2 Gb Gb^T and R = b2 R + w2 Gb^T Gb for one block, upper
  * triangles only. The Gram products run every step, so they are float32
  * SYRKs read straight from the gradient; the sums accumulate in double. */
-static void update_statistics(optimizer *opt, const float *grads)
+static void update_block_statistics(optimizer *opt, shampoo_block *b, const float *gb, int ld, float *gram,
+                                    int stale)
 {
     double b2 = opt->cfg.b2, w2 = opt->cfg.b2 == 1.0 ? 1.0 : 1.0 - opt->cfg.b2;
-    float *gram = opt->gram_work;
-    int stale = opt->async_state && opt->async_state[ASYNC_STATS_STALE];
+    int rb = b->rows, cb = b->cols;
 
-    for (size_t i = 0; i < opt->n_blocks; i++) {
-        shampoo_block *b = &opt->blocks[i];
-        const tensor_desc *td = &opt->tensors[b->tensor];
-        const float *gb = grads + td->offset + (size_t)b->row0 * td->cols + b->col0;
-        int rb = b->rows, cb = b->cols;
+    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasNoTrans, rb, cb, 1.0f, gb, ld, 0.0f, gram, rb);
+    accumulate_statistic(b->L, stale ? b->L_snapshot : b->L, gram, rb, b2, w2);
+    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, cb, rb, 1.0f, gb, ld, 0.0f, gram, cb);
+    accumulate_statistic(b->R, stale ? b->R_snapshot : b->R, gram, cb, b2, w2);
+}
 
-        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasNoTrans, rb, cb, 1.0f, gb, td->cols, 0.0f, gram, rb);
-        accumulate_statistic(b->L, stale ? b->L_snapshot : b->L, gram, rb, b2, w2);
-        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, cb, rb, 1.0f, gb, td->cols, 0.0f, gram, cb);
-        accumulate_statistic(b->R, stale ? b->R_snapshot : b->R, gram, cb, b2, w2);
-    }
-    if (stale)
+/* Writes D = PL Gb PR into d (leading dimension ld). Both products are
+ * float32 GEMMs because they run every step. */
+static void precondition_block(const shampoo_block *b, const float *gb, int ld, float *product, float *d)
+{
+    int rb = b->rows, cb = b->cols;
+
+    /* product = PL Gb (rb x cb), then D = product PR into d. */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rb, cb, rb, 1.0f, b->PL32, rb, gb, ld, 0.0f, product,
+                cb);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rb, cb, cb, 1.0f, product, cb, b->PR32, cb, 0.0f, d,
+                ld);
+}
+
+/* One block of a pass, on pool thread `thread` with its own scratch. */
+static void run_block_pass(void *ctx, size_t item, int thread)
+{
+    const block_pass *pass = ctx;
+    optimizer *opt = pass->opt;
+    shampoo_block *b = &opt->blocks[item];
+    const tensor_desc *td = &opt->tensors[b->tensor];
+    size_t at = td->offset + (size_t)b->row0 * td->cols + b->col0;
+    float *gram = opt->gram_work + (size_t)thread * opt->block_work_floats;
+    float *product = opt->product_work + (size_t)thread * opt->block_work_floats;
+
+    if (pass->update_statistics)
+        update_block_statistics(opt, b, pass->grads + at, td->cols, gram, pass->stale);
+    if (pass->precondition)
+        precondition_block(b, pass->grads + at, td->cols, product, opt->precond_work + at);
+}
+
+/* Runs the statistics update, the preconditioning (D into precond_work at
+ * each tensor's offset), or both over every block, on the pool. Blocks are
+ * independent, and each runs single-threaded code, so the result does not
+ * depend on the number of threads. */
+static void run_blocks(optimizer *opt, const float *grads, int update_statistics, int precondition)
+{
+    block_pass pass = {opt, grads, update_statistics, precondition, 0};
+    if (update_statistics && opt->async_state)
+        pass.stale = (int)opt->async_state[ASYNC_STATS_STALE];
+    optim_roots_for_each(opt->roots, run_block_pass, &pass, opt->n_blocks);
+    if (pass.stale)
         opt->async_state[ASYNC_STATS_STALE] = 0;
 }
 
@@ -443,21 +497,6 @@ static void shampoo_after_import(optimizer *opt)
         optim_roots_run_here(opt->roots, opt->async_tasks, 2 * opt->n_blocks);
 }
 
-/* Writes D = PL Gb PR into the block's place in d (float, tensor layout).
- * Both products are float32 GEMMs because they run every step. */
-static void precondition_block(optimizer *opt, const shampoo_block *b, const float *g, float *d, int cols)
-{
-    int rb = b->rows, cb = b->cols;
-    const float *gb = g + (size_t)b->row0 * cols + b->col0;
-    float *product = opt->product_work;
-
-    /* product = PL Gb (rb x cb), then D = product PR into d. */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rb, cb, rb, 1.0f, b->PL32, rb, gb, cols, 0.0f,
-                product, cb);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rb, cb, cb, 1.0f, product, cb, b->PR32, cb, 0.0f,
-                d + (size_t)b->row0 * cols + b->col0, cols);
-}
-
 static void shampoo_step(optimizer *opt, float *params, float *grads, double lr)
 {
     const train_config *cfg = &opt->cfg;
@@ -468,7 +507,9 @@ static void shampoo_step(optimizer *opt, float *params, float *grads, double lr)
     float decay = (float)(1.0 - lr * cfg->weight_decay);
     float step_size = (float)lr;
 
-    update_statistics(opt, grads);
+    /* Statistics, roots when due, then D of every block. Without a
+     * refresh the first and last are one pass. */
+    run_blocks(opt, grads, 1, !refresh_roots);
     if (refresh_roots && opt->async_tasks) {
         if (opt->async_state[ASYNC_PENDING])
             install_async_roots(opt);
@@ -477,6 +518,8 @@ static void shampoo_step(optimizer *opt, float *params, float *grads, double lr)
         optim_roots_run(opt->roots, opt->root_tasks, 2 * opt->n_blocks);
         count_rejections(opt, opt->root_tasks);
     }
+    if (refresh_roots)
+        run_blocks(opt, grads, 0, 1);
 
     for (size_t i = 0; i < opt->n_tensors; i++) {
         const tensor_desc *td = &opt->tensors[i];
@@ -489,14 +532,8 @@ static void shampoo_step(optimizer *opt, float *params, float *grads, double lr)
 
         /* D, and the scale that grafts A's norm onto it: U = D * scale.
          * An unpreconditioned tensor has D = A, so one norm serves both. */
-        const float *d = a;
+        const float *d = slot->preconditioned ? opt->precond_work + td->offset : a;
         float scale = 1.0f;
-        if (slot->preconditioned) {
-            for (size_t bi = 0; bi < slot->n_blocks; bi++)
-                precondition_block(opt, &opt->blocks[slot->first_block + bi], g, opt->precond_work,
-                                   td->cols);
-            d = opt->precond_work;
-        }
         if (cfg->graft != GRAFT_NONE) {
             double a_norm = sqrt(sum_squares(a, n));
             double d_norm = d == a ? a_norm : sqrt(sum_squares(d, n));
