@@ -5,7 +5,9 @@ filters and pages, and `sweepctl trials --where`. Every expected listing is
 computed from the database, not written down.
 """
 
+import csv
 import json
+import os
 import sqlite3
 import subprocess
 
@@ -154,6 +156,52 @@ def test_sweepctl_trials_where():
                                capture_output=True, text=True, timeout=harness.scaled(30))
         assert twice.returncode == 2, twice
         assert "names lr twice" in twice.stderr, twice.stderr
+
+
+
+def test_export_pages_past_100000():
+    """A sweep above the 100,000-row limit of one trials request is exported
+    whole, as CSV and as JSON. The trials are written into the daemon's
+    database directly (as leases and completes would write them), because
+    100,005 lifecycles over the protocol would take minutes."""
+    count = 100_005
+    state = harness.tmp_dir()
+    spec = {"method": "random", "run_cap": 200_000,
+            "parameters": {"optimizer": {"values": ["adam", "sm3", "shampoo"]},
+                           "lr": {"distribution": "uniform", "min": 0.001, "max": 0.1}}}
+    with Daemon(state_dir=state) as d:
+        sweep = Client(d.socket_path).ok("submit", spec=spec)["sweep"]
+    with sqlite3.connect(os.path.join(state, "sweepd.db")) as db:
+        trials, params = [], []
+        for i in range(count):
+            p = {"lr": 0.001 + (i % 997) / 10000, "optimizer": ["adam", "sm3", "shampoo"][i % 3]}
+            loss = 1.0 + (i % 1000) / 1000
+            trials.append((i + 1, sweep, i, json.dumps(p), loss))
+            params += [(i + 1, "lr", sweep, p["lr"], loss), (i + 1, "optimizer", sweep, p["optimizer"], loss)]
+        db.executemany("INSERT INTO trials (id, sweep, idx, state, params, attempt, created_ms, final_loss, steps) "
+                       "VALUES (?, ?, ?, 'completed', ?, 1, 0, ?, 1)", trials)
+        db.executemany("INSERT INTO trial_params (trial, name, sweep, value, outcome, final_loss) "
+                       "VALUES (?, ?, ?, ?, 'completed', ?)", params)
+    with Daemon(state_dir=state) as d:
+        base = [harness.program("sweepctl"), "--connect", "unix:" + d.socket_path, "export", str(sweep)]
+        csv_path = os.path.join(state, "export.csv")
+        proc = subprocess.run(base + ["--format", "csv", "--output", csv_path], capture_output=True, text=True,
+                              timeout=harness.scaled(120))
+        assert proc.returncode == 0, proc.stderr
+        with open(csv_path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        assert len(rows) == count
+        assert [int(r["trial"]) for r in rows] == list(range(1, count + 1))
+        assert rows[-1]["optimizer"] == ["adam", "sm3", "shampoo"][(count - 1) % 3]
+        assert float(rows[4]["lr"]) == 0.001 + 4 / 10000
+
+        proc = subprocess.run(base + ["--format", "json"], capture_output=True, text=True,
+                              timeout=harness.scaled(120))
+        assert proc.returncode == 0, proc.stderr
+        exported = json.loads(proc.stdout)
+        assert len(exported) == count
+        assert exported[count - 1]["trial"] == count
+        assert exported[count - 1]["params"]["optimizer"] == ["adam", "sm3", "shampoo"][(count - 1) % 3]
 
 
 if __name__ == "__main__":
