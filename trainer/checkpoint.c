@@ -8,8 +8,10 @@
  *   optimizer state (optim_bytes, optim_state_export)
  *   evaluation curve (curve_len x {int64 step, f64 train_loss, f64 val_loss})
  *   checksum (uint64 FNV-1a 64 of every byte before it)
- * A file is written to PATH.tmp, fsynced, renamed over PATH and the
+ * A file is written to PATH.tmp.PID, fsynced, renamed over PATH and the
  * directory fsynced, so PATH is always either the old or the new checkpoint.
+ * The pid keeps two processes that save the same step of one trial (a worker
+ * woken after its trial was given to another) from sharing a temporary file.
  */
 #include "trainer_internal.h"
 
@@ -84,7 +86,7 @@ static int fsync_directory_of(const char *path)
 int trainer_save(const trainer *t, const char *path, char *err, size_t err_size)
 {
     char tmp[4096];
-    if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= sizeof(tmp)) {
+    if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid()) >= sizeof(tmp)) {
         snprintf(err, err_size, "checkpoint path too long: %s", path);
         return -1;
     }
@@ -154,28 +156,76 @@ int trainer_save(const trainer *t, const char *path, char *err, size_t err_size)
     return 0;
 }
 
-/* Reads the whole file. Returns a malloc'd buffer and its size, or NULL with err set. */
-static unsigned char *read_file(const char *path, size_t *size, char *err, size_t err_size)
+/* Checks the header's magic, version and section sizes against the file
+ * size. Returns 0, or -1 with err naming the reason. */
+static int check_header(const ckpt_header *h, size_t size, const char *path, char *err, size_t err_size)
 {
-    FILE *f = fopen(path, "rb");
-    if (f == NULL) {
-        snprintf(err, err_size, "cannot open checkpoint %s: %s", path, strerror(errno));
-        return NULL;
+    if (memcmp(h->magic, CKPT_MAGIC, 8) != 0) {
+        snprintf(err, err_size, "%s is not a sweep-train checkpoint (bad magic number)", path);
+        return -1;
     }
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0) {
-        snprintf(err, err_size, "cannot stat checkpoint %s: %s", path, strerror(errno));
+    if (h->version != CKPT_VERSION || h->header_bytes != sizeof(*h)) {
+        snprintf(err, err_size, "checkpoint %s has format version %u; this build reads version %d", path,
+                 h->version, CKPT_VERSION);
+        return -1;
+    }
+    /* The bounds keep the sum below 2^63, so it cannot wrap. */
+    if (h->config_bytes > CKPT_MAX_CONFIG_BYTES || h->num_params > ((uint64_t)1 << 40) ||
+        h->optim_bytes > ((uint64_t)1 << 44) || h->curve_len > ((uint64_t)1 << 32)) {
+        snprintf(err, err_size, "checkpoint %s is corrupted: implausible section sizes in the header", path);
+        return -1;
+    }
+    uint64_t expected_size = sizeof(*h) + h->config_bytes + h->num_params * sizeof(float) + h->optim_bytes +
+                             h->curve_len * sizeof(trainer_eval_point) + sizeof(uint64_t);
+    if (size < expected_size) {
+        snprintf(err, err_size, "checkpoint %s is truncated: %zu bytes, expected %llu", path, size,
+                 (unsigned long long)expected_size);
+        return -1;
+    }
+    if (size > expected_size) {
+        snprintf(err, err_size, "checkpoint %s is corrupted: %zu bytes, expected %llu", path, size,
+                 (unsigned long long)expected_size);
+        return -1;
+    }
+    return 0;
+}
+
+/* Reads a checkpoint file whole, but only after its header passed the
+ * checks that need no payload: magic, version and section sizes that add up
+ * to the file's size. So a file that is not a checkpoint, or whose header
+ * claims huge sections, is rejected before its length is allocated. Returns
+ * a malloc'd buffer of *size bytes with the header copied into *h, or NULL
+ * with err set. */
+static unsigned char *read_file(const char *path, ckpt_header *h, size_t *size, char *err, size_t err_size)
+{
+    FILE *f = data_open_regular(path, "checkpoint", size, err, err_size);
+    if (f == NULL)
+        return NULL;
+    if (*size < sizeof(*h)) {
+        snprintf(err, err_size, "checkpoint %s is truncated: %zu bytes, shorter than its %zu-byte header", path,
+                 *size, sizeof(*h));
         fclose(f);
         return NULL;
     }
-    *size = (size_t)st.st_size;
-    unsigned char *buf = malloc(*size ? *size : 1);
+    if (fread(h, 1, sizeof(*h), f) != sizeof(*h)) {
+        snprintf(err, err_size, "cannot read checkpoint %s: %s", path, ferror(f) ? strerror(errno) : "short read");
+        fclose(f);
+        return NULL;
+    }
+    if (check_header(h, *size, path, err, err_size) != 0) {
+        fclose(f);
+        return NULL;
+    }
+
+    unsigned char *buf = malloc(*size);
     if (buf == NULL) {
         snprintf(err, err_size, "out of memory reading checkpoint %s (%zu bytes)", path, *size);
         fclose(f);
         return NULL;
     }
-    if (fread(buf, 1, *size, f) != *size) {
+    memcpy(buf, h, sizeof(*h));
+    size_t rest = *size - sizeof(*h);
+    if (fread(buf + sizeof(*h), 1, rest, f) != rest) {
         snprintf(err, err_size, "cannot read checkpoint %s: %s", path, ferror(f) ? strerror(errno) : "short read");
         free(buf);
         fclose(f);
@@ -245,44 +295,10 @@ int trainer_resume(trainer **out, const char *checkpoint_path, const train_confi
     trainer *t = NULL;
 
     *out = NULL;
-    unsigned char *buf = read_file(checkpoint_path, &size, err, err_size);
+    unsigned char *buf = read_file(checkpoint_path, &h, &size, err, err_size);
     if (buf == NULL)
         return -1;
 
-    /* Header: magic, version, then the sizes that give the file length. */
-    if (size < sizeof(h)) {
-        snprintf(err, err_size, "checkpoint %s is truncated: %zu bytes, shorter than its %zu-byte header",
-                 checkpoint_path, size, sizeof(h));
-        goto fail;
-    }
-    memcpy(&h, buf, sizeof(h));
-    if (memcmp(h.magic, CKPT_MAGIC, 8) != 0) {
-        snprintf(err, err_size, "%s is not a sweep-train checkpoint (bad magic number)", checkpoint_path);
-        goto fail;
-    }
-    if (h.version != CKPT_VERSION || h.header_bytes != sizeof(h)) {
-        snprintf(err, err_size, "checkpoint %s has format version %u; this build reads version %d",
-                 checkpoint_path, h.version, CKPT_VERSION);
-        goto fail;
-    }
-    if (h.config_bytes > CKPT_MAX_CONFIG_BYTES || h.num_params > ((uint64_t)1 << 40) ||
-        h.optim_bytes > ((uint64_t)1 << 44) || h.curve_len > ((uint64_t)1 << 32)) {
-        snprintf(err, err_size, "checkpoint %s is corrupted: implausible section sizes in the header",
-                 checkpoint_path);
-        goto fail;
-    }
-    uint64_t expected_size = sizeof(h) + h.config_bytes + h.num_params * sizeof(float) + h.optim_bytes +
-                             h.curve_len * sizeof(trainer_eval_point) + sizeof(uint64_t);
-    if (size < expected_size) {
-        snprintf(err, err_size, "checkpoint %s is truncated: %zu bytes, expected %llu", checkpoint_path, size,
-                 (unsigned long long)expected_size);
-        goto fail;
-    }
-    if (size > expected_size) {
-        snprintf(err, err_size, "checkpoint %s is corrupted: %zu bytes, expected %llu", checkpoint_path, size,
-                 (unsigned long long)expected_size);
-        goto fail;
-    }
     uint64_t stored_sum;
     memcpy(&stored_sum, buf + size - sizeof(stored_sum), sizeof(stored_sum));
     if (fnv1a(FNV_OFFSET, buf, size - sizeof(stored_sum)) != stored_sum) {
