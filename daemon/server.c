@@ -789,8 +789,17 @@ static void on_connection(uv_stream_t *listener, int status)
         c->authed = 1;
     }
     if (srv->conn_count > srv->opt.max_connections) {
-        log_warn("server", "conn=%" PRIu64 " peer=%s rejected: %zu connections is the maximum (--max-connections)",
-                 c->number, c->peer, srv->opt.max_connections);
+        /* At most one line per second, so a connection flood cannot flood the log. */
+        uint64_t now = uv_now(srv->loop);
+        if (srv->conn_limit_logged_ms == 0 || now - srv->conn_limit_logged_ms >= 1000) {
+            log_warn("server", "conn=%" PRIu64 " peer=%s rejected: %zu connections is the maximum (--max-connections) "
+                     "(%" PRIu64 " more rejections not logged)", c->number, c->peer, srv->opt.max_connections,
+                     srv->conn_limit_suppressed);
+            srv->conn_limit_logged_ms = now;
+            srv->conn_limit_suppressed = 0;
+        } else {
+            srv->conn_limit_suppressed++;
+        }
         server_reply_error(c, NULL, PROTO_ERR_TOO_MANY_CONNECTIONS,
                            "the daemon serves at most %zu connections; retry later", srv->opt.max_connections);
         c->close_after_flush = 1;

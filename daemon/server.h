@@ -138,6 +138,8 @@ struct server {
     int stopping;
     uint64_t auth_fail_logged_ms;
     uint64_t auth_fail_suppressed;
+    uint64_t conn_limit_logged_ms;  /* rejections past --max-connections, logged like auth failures */
+    uint64_t conn_limit_suppressed;
     uint64_t leases, completions;
 
     /* Counters for the stats op and the benchmarks. */
