@@ -18,7 +18,11 @@
  * when due (on the optim_roots pool, or with precondition_async on its
  * background thread), then computes D of every block, then the update
  * tensor by tensor. The block passes run on the pool as well, each block
- * with single-threaded BLAS, so no result depends on --threads.
+ * with single-threaded BLAS, so no result depends on --threads. The
+ * asynchronous mode has no pool: changing OpenBLAS's thread count while its
+ * background thread is inside LAPACK would make results depend on timing.
+ * There the blocks run on the training thread with OpenBLAS as --threads
+ * set it.
  * precondition_async snapshots the statistics at a refresh step k and
  * installs the roots computed from them at step k + precondition_every,
  * waiting there if they are not ready: one period later than the
