@@ -397,6 +397,7 @@ def test_ten_thousand_connections():
 
             # Open all at once. A blocking connect on a unix socket waits for
             # room in the listen backlog, so the kernel refuses none of them.
+            started = time.monotonic()
             socks = []
             for _ in range(count):
                 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -441,6 +442,10 @@ def test_ten_thousand_connections():
                     line += chunk
                 assert json.loads(line)["ok"] is True
             d.wait_log(rf"rejected: {limit} connections is the maximum \(--max-connections\)")
+            # The rejections are logged at most once per second.
+            seconds = time.monotonic() - started
+            logged = [line for line in d.log_text().splitlines() if "connections is the maximum" in line]
+            assert len(logged) <= seconds + 1, f"{len(logged)} rejection lines in {seconds:.1f} s"
             for s in socks:
                 s.close()
     finally:
