@@ -36,7 +36,10 @@ void optim_free(optimizer *opt);
 
 /* Applies one step: params -= f(grads, state) at learning rate lr (already
  * scheduled). grads may be modified (weight decay is added into them for
- * adam). Returns 0; never fails once created. */
+ * adam). Returns 0; never fails once created.
+ * NOTE: synchronous Shampoo with more than one root thread sets OpenBLAS's
+ * process-wide thread count to 1 during parts of the step and then restores
+ * it, so no other thread of the process should call BLAS meanwhile. */
 int optim_step(optimizer *opt, float *params, float *grads, double lr);
 
 /* Number of previous steps (k in docs/OPTIMIZERS.md). */
