@@ -2,30 +2,71 @@
 #include "data.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Names the kind of a file that is not regular, for error messages. */
+static const char *file_kind(mode_t mode)
+{
+    if (S_ISDIR(mode))
+        return "a directory";
+    if (S_ISFIFO(mode))
+        return "a FIFO";
+    if (S_ISSOCK(mode))
+        return "a socket";
+    if (S_ISCHR(mode) || S_ISBLK(mode))
+        return "a device";
+    return "not a regular file";
+}
+
+FILE *data_open_regular(const char *path, const char *what, size_t *size_bytes, char *err, size_t err_size)
+{
+    /* O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    if (fd < 0) {
+        snprintf(err, err_size, "cannot open %s %s: %s", what, path, strerror(errno));
+        return NULL;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        snprintf(err, err_size, "cannot stat %s %s: %s", what, path, strerror(errno));
+        close(fd);
+        return NULL;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        snprintf(err, err_size, "%s %s is %s, not a regular file; give the path of a file", what, path,
+                 file_kind(st.st_mode));
+        close(fd);
+        return NULL;
+    }
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0) {
+        snprintf(err, err_size, "cannot configure %s %s: %s", what, path, strerror(errno));
+        close(fd);
+        return NULL;
+    }
+    FILE *f = fdopen(fd, "rb");
+    if (f == NULL) {
+        snprintf(err, err_size, "cannot open %s %s: %s", what, path, strerror(errno));
+        close(fd);
+        return NULL;
+    }
+    *size_bytes = (size_t)st.st_size;
+    return f;
+}
 
 int data_load(dataset *d, const char *path, int seq_len, int batch_size, char *err, size_t err_size)
 {
+    size_t size;
+
     memset(d, 0, sizeof(*d));
-    FILE *f = fopen(path, "rb");
-    if (f == NULL) {
-        snprintf(err, err_size, "cannot open dataset %s: %s", path, strerror(errno));
+    FILE *f = data_open_regular(path, "dataset", &size, err, err_size);
+    if (f == NULL)
         return -1;
-    }
-    if (fseek(f, 0, SEEK_END) != 0) {
-        snprintf(err, err_size, "cannot seek in dataset %s: %s", path, strerror(errno));
-        fclose(f);
-        return -1;
-    }
-    long end = ftell(f);
-    if (end < 0 || fseek(f, 0, SEEK_SET) != 0) {
-        snprintf(err, err_size, "cannot size dataset %s: %s", path, strerror(errno));
-        fclose(f);
-        return -1;
-    }
-    size_t size = (size_t)end;
 
     /* Validation: the last 10% (rounded down). Both splits must fit a batch. */
     size_t window = (size_t)seq_len + 1;

@@ -10,6 +10,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "rng.h"
 
@@ -25,6 +26,13 @@ typedef struct dataset {
  * split at least seq_len + 1. Returns 0, or -1 with err naming the file and
  * the sizes. */
 int data_load(dataset *d, const char *path, int seq_len, int batch_size, char *err, size_t err_size);
+
+/* Opens path for reading only when it is a regular file, without blocking:
+ * a FIFO, a directory or a device is rejected instead of hanging in open()
+ * or reading without end. what names the file in messages ("dataset",
+ * "checkpoint"). Returns the stream and its size in bytes, or NULL with err
+ * set. The caller fcloses the stream. */
+FILE *data_open_regular(const char *path, const char *what, size_t *size_bytes, char *err, size_t err_size);
 void data_free(dataset *d);
 
 /* Fills inputs[B*T] and targets[B*T] with B windows at uniform random offsets
