@@ -119,7 +119,7 @@ static size_t carve_acts(gpt_model *m, float *base)
     return used;
 }
 
-int model_create(gpt_model *m, int n_layer, int d_model, int n_head, int seq_len, int batch_size, char *err,
+int model_layout(gpt_model *m, int n_layer, int d_model, int n_head, int seq_len, int batch_size, char *err,
                  size_t err_size)
 {
     memset(m, 0, sizeof(*m));
@@ -130,21 +130,32 @@ int model_create(gpt_model *m, int n_layer, int d_model, int n_head, int seq_len
     m->B = batch_size;
     m->n_tensors = 4 + (size_t)n_layer * MODEL_TENSORS_PER_LAYER;
 
-    size_t N = (size_t)batch_size * seq_len;
     m->tensors = calloc(m->n_tensors, sizeof(tensor_desc));
     m->name_storage = calloc(m->n_tensors, NAME_MAX_BYTES);
     m->layers = calloc((size_t)n_layer, sizeof(model_layer_acts));
-    if (m->tensors && m->name_storage && m->layers) {
-        m->num_params = build_table(m);
-        m->act_floats = carve_acts(m, NULL);
-        m->params = malloc(m->num_params * sizeof(float));
-        m->grads = calloc(m->num_params, sizeof(float));
-        m->act_memory = calloc(m->act_floats, sizeof(float));
-        m->inputs = calloc(N, 1);
-        m->targets = calloc(N, 1);
+    if (!m->tensors || !m->name_storage || !m->layers) {
+        snprintf(err, err_size, "out of memory allocating the tensor table of %zu tensors", m->n_tensors);
+        model_free(m);
+        return -1;
     }
-    if (!m->tensors || !m->name_storage || !m->layers || !m->params || !m->grads || !m->act_memory || !m->inputs ||
-        !m->targets) {
+    /* With the hyperparameter table's ranges (L <= 64, B <= 65536,
+     * T <= 8192, C <= 4096, NH <= 256) the largest count is below 2^57
+     * floats, so these size_t sums cannot wrap on a 64-bit build. */
+    m->num_params = build_table(m);
+    m->act_floats = carve_acts(m, NULL);
+    return 0;
+}
+
+int model_alloc(gpt_model *m, char *err, size_t err_size)
+{
+    size_t N = (size_t)m->B * m->T;
+
+    m->params = malloc(m->num_params * sizeof(float));
+    m->grads = calloc(m->num_params, sizeof(float));
+    m->act_memory = calloc(m->act_floats, sizeof(float));
+    m->inputs = calloc(N, 1);
+    m->targets = calloc(N, 1);
+    if (!m->params || !m->grads || !m->act_memory || !m->inputs || !m->targets) {
         snprintf(err, err_size, "out of memory allocating the model (%zu parameters, %zu activation floats)",
                  m->num_params, m->act_floats);
         model_free(m);
@@ -152,6 +163,14 @@ int model_create(gpt_model *m, int n_layer, int d_model, int n_head, int seq_len
     }
     carve_acts(m, m->act_memory);
     return 0;
+}
+
+int model_create(gpt_model *m, int n_layer, int d_model, int n_head, int seq_len, int batch_size, char *err,
+                 size_t err_size)
+{
+    if (model_layout(m, n_layer, d_model, n_head, seq_len, batch_size, err, err_size) != 0)
+        return -1;
+    return model_alloc(m, err, err_size);
 }
 
 void model_free(gpt_model *m)

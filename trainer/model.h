@@ -70,10 +70,20 @@ typedef struct gpt_model {
 } gpt_model;
 
 /* Builds the table and allocates parameters, gradients and activations for
- * batch size B. Returns 0 or -1 with err set (out of memory). */
+ * batch size B: model_layout() then model_alloc(). Returns 0 or -1 with err
+ * set (out of memory). */
 int model_create(gpt_model *m, int n_layer, int d_model, int n_head, int seq_len, int batch_size, char *err,
                  size_t err_size);
 void model_free(gpt_model *m);
+
+/* The two halves of model_create(). model_layout() sets the sizes, builds
+ * the tensor table and counts num_params and act_floats, allocating only the
+ * table (a few kilobytes), so that model_bytes() is known before the large
+ * buffers exist. model_alloc() then allocates and carves those buffers. Each
+ * returns 0, or -1 with err set after freeing what m held. */
+int model_layout(gpt_model *m, int n_layer, int d_model, int n_head, int seq_len, int batch_size, char *err,
+                 size_t err_size);
+int model_alloc(gpt_model *m, char *err, size_t err_size);
 
 /* Initialises the weights from seed: normal(0, 0.02), the two residual
  * output projections normal(0, 0.02 / sqrt(2 L)), biases 0, LayerNorm gains
@@ -91,7 +101,8 @@ void model_zero_grad(gpt_model *m);
  * Precondition: model_forward() ran on the same batch. */
 void model_backward(gpt_model *m);
 
-/* Bytes held by parameters, gradients and activations. */
+/* Bytes held by parameters, gradients and activations; known as soon as
+ * model_layout() returns. */
 size_t model_bytes(const gpt_model *m);
 
 /* Returns the table entry of tensor k of block l (0-based). */

@@ -32,6 +32,7 @@ typedef struct options {
     const char *sets[MAX_SETS];
     int n_sets;
     int threads;
+    size_t max_memory_bytes;    /* 0 = trainer_memory_limit()'s default */
     long checkpoint_every, stop_at, log_every;
 } options;
 
@@ -56,7 +57,7 @@ static void print_usage(FILE *out)
     fprintf(out,
             "usage: sweep-train --data FILE [--set name=value ...] [--config FILE.json] [--threads N]\n"
             "                   [--checkpoint FILE] [--checkpoint-every N] [--resume FILE]\n"
-            "                   [--stop-at STEP] [--log-every N] [--loss-log FILE]\n"
+            "                   [--stop-at STEP] [--log-every N] [--loss-log FILE] [--max-memory BYTES]\n"
             "       sweep-train optim-trace --optimizer NAME [--set name=value ...] < input.json\n"
             "\n"
             "Trains the byte-level GPT on FILE (raw bytes; the last 10%% is the validation split).\n"
@@ -74,6 +75,8 @@ static void print_usage(FILE *out)
             "  --stop-at STEP         stop after STEP steps as if preempted (checkpoint, exit 4)\n"
             "  --log-every N          progress line every N steps (default 10)\n"
             "  --loss-log FILE        append \"step train_loss\" per step, losses as exact hex floats\n"
+            "  --max-memory BYTES     reject a run that needs more memory (suffix K, M, G or T; default:\n"
+            "                         physical memory, or RLIMIT_AS / RLIMIT_DATA when lower)\n"
             "  SIGINT / SIGTERM       stop at the next step boundary after a checkpoint (exit 4)\n"
             "\n"
             "exit status: 0 done, 1 error, 2 usage error, 3 diverged, 4 stopped\n"
@@ -165,6 +168,11 @@ static int parse_args(int argc, char **argv, options *o)
         } else if (strcmp(a, "--stop-at") == 0) {
             if (parse_count(a, v, 0, &o->stop_at) != 0)
                 return EXIT_USAGE;
+        } else if (strcmp(a, "--max-memory") == 0) {
+            if (trainer_parse_bytes(v, &o->max_memory_bytes) != 0) {
+                fprintf(stderr, "sweep-train: invalid --max-memory %s: expected bytes > 0, e.g. 2G or 512M\n", v);
+                return EXIT_USAGE;
+            }
         } else if (strcmp(a, "--log-every") == 0) {
             if (parse_count(a, v, 1, &o->log_every) != 0)
                 return EXIT_USAGE;
@@ -369,6 +377,7 @@ int main(int argc, char **argv)
         return rc;
 
     trainer_thread_setup(o.threads);
+    trainer_set_memory_limit(o.max_memory_bytes);
     if (open_run(&o, &t) != 0)
         return EXIT_ERROR;
 

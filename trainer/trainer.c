@@ -11,12 +11,17 @@
 #include "trainer_internal.h"
 
 #include <cblas.h>
+#include <ctype.h>
+#include <errno.h>
 #include <math.h>
 #include <pmmintrin.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 #include <xmmintrin.h>
 
 /* Declared by OpenBLAS's cblas.h in some builds only. */
@@ -43,6 +48,92 @@ static double now_seconds(void)
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+/* The limit set by trainer_set_memory_limit(); 0 = the default. */
+static _Atomic size_t memory_limit_bytes;
+
+void trainer_set_memory_limit(size_t bytes)
+{
+    atomic_store(&memory_limit_bytes, bytes);
+}
+
+/* Physical memory, lowered to RLIMIT_AS or RLIMIT_DATA when either is set
+ * and smaller: a run above it would be OOM-killed or fail mid-allocation. */
+static size_t default_memory_limit(void)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), page_bytes = sysconf(_SC_PAGESIZE);
+    size_t limit = SIZE_MAX;
+    if (pages > 0 && page_bytes > 0 && (uint64_t)pages <= SIZE_MAX / (uint64_t)page_bytes)
+        limit = (size_t)pages * (size_t)page_bytes;
+
+    const int resources[] = {RLIMIT_AS, RLIMIT_DATA};
+    for (size_t i = 0; i < sizeof(resources) / sizeof(resources[0]); i++) {
+        struct rlimit rl;
+        if (getrlimit(resources[i], &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < limit)
+            limit = (size_t)rl.rlim_cur;
+    }
+    return limit;
+}
+
+size_t trainer_memory_limit(void)
+{
+    size_t bytes = atomic_load(&memory_limit_bytes);
+    return bytes ? bytes : default_memory_limit();
+}
+
+int trainer_parse_bytes(const char *text, size_t *bytes)
+{
+    static const char units[] = "KMGT";
+    char *end;
+
+    if (text[0] < '0' || text[0] > '9')
+        return -1;
+    errno = 0;
+    unsigned long long value = strtoull(text, &end, 10);
+    if (errno != 0 || value == 0)
+        return -1;
+    int shift = 0;
+    const char *unit = *end ? strchr(units, toupper((unsigned char)*end)) : NULL;
+    if (unit != NULL) {
+        shift = 10 * (int)(unit - units + 1);
+        end++;
+        if (strcmp(end, "iB") == 0 || strcmp(end, "B") == 0)
+            end += strlen(end);
+    }
+    if (*end != '\0' || value > (SIZE_MAX >> shift))
+        return -1;
+    *bytes = (size_t)value << shift;
+    return 0;
+}
+
+/* Adds b to *sum; returns -1 when the sum does not fit in size_t. */
+static int add_bytes(size_t *sum, size_t b)
+{
+    return __builtin_add_overflow(*sum, b, sum) ? -1 : 0;
+}
+
+/* Checks that need_bytes (what the run allocates) stays under the memory
+ * limit. Returns 0, or -1 with err naming both figures and the fix. */
+static int check_memory(const train_config *cfg, size_t need_bytes, int overflowed, const char *what, char *err,
+                        size_t err_size)
+{
+    size_t limit = trainer_memory_limit();
+    if (!overflowed && need_bytes <= limit)
+        return 0;
+    char need_text[64];
+    if (overflowed)
+        snprintf(need_text, sizeof(need_text), "more than %zu bytes", (size_t)SIZE_MAX);
+    else
+        snprintf(need_text, sizeof(need_text), "%zu bytes (%.1f MiB)", need_bytes,
+                 (double)need_bytes / (1024.0 * 1024.0));
+    snprintf(err, err_size,
+             "run needs %s for %s (n_layer=%d d_model=%d n_head=%d seq_len=%d batch_size=%d), above the "
+             "memory limit of %zu bytes (%.1f MiB); lower batch_size, seq_len, d_model, n_layer or "
+             "steps / eval_every, or raise the limit with --max-memory",
+             need_text, what, cfg->n_layer, cfg->d_model, cfg->n_head, cfg->seq_len, cfg->batch_size, limit,
+             (double)limit / (1024.0 * 1024.0));
+    return -1;
+}
+
 int trainer_create(trainer **out, const train_config *cfg, const char *dataset_path, char *err, size_t err_size)
 {
     const char *path = dataset_path ? dataset_path : cfg->dataset;
@@ -64,14 +155,36 @@ int trainer_create(trainer **out, const train_config *cfg, const char *dataset_p
         return -1;
     }
     t->cfg = checked;
-    if (data_load(&t->data, path, cfg->seq_len, cfg->batch_size, err, err_size) != 0) {
+
+    /* Size the run before any large allocation: the model's buffers, the
+     * evaluation curve and the dataset, which data_load() reads whole. */
+    size_t dataset_bytes;
+    FILE *probe = data_open_regular(path, "dataset", &dataset_bytes, err, err_size);
+    if (probe == NULL) {
         free(t);
         return -1;
     }
-    if (model_create(&t->model, cfg->n_layer, cfg->d_model, cfg->n_head, cfg->seq_len, cfg->batch_size, err,
+    fclose(probe);
+    if (model_layout(&t->model, cfg->n_layer, cfg->d_model, cfg->n_head, cfg->seq_len, cfg->batch_size, err,
                      err_size) != 0) {
-        data_free(&t->data);
         free(t);
+        return -1;
+    }
+    /* One curve point per evaluation: steps / eval_every, plus the last step. */
+    t->curve_cap = (size_t)(cfg->steps / cfg->eval_every) + 1;
+    size_t need = model_bytes(&t->model), curve_bytes = 0;
+    int overflowed = add_bytes(&need, dataset_bytes) != 0 ||
+                     __builtin_mul_overflow(t->curve_cap, sizeof(trainer_eval_point), &curve_bytes) ||
+                     add_bytes(&need, curve_bytes) != 0;
+    if (check_memory(cfg, need, overflowed, "the model, the evaluation curve and the dataset", err,
+                     err_size) != 0) {
+        trainer_free(t);
+        return -1;
+    }
+
+    if (data_load(&t->data, path, cfg->seq_len, cfg->batch_size, err, err_size) != 0 ||
+        model_alloc(&t->model, err, err_size) != 0) {
+        trainer_free(t);
         return -1;
     }
     model_init(&t->model, cfg->seed);
@@ -79,10 +192,18 @@ int trainer_create(trainer **out, const train_config *cfg, const char *dataset_p
         trainer_free(t);
         return -1;
     }
+    /* NOTE: the optimizer's state is measured only once optim_create() has
+     * allocated it, and Shampoo's per-thread root workspaces (max_side^2
+     * floats each) are not counted at all. Adam's state is 2 floats per
+     * parameter, so the check above covers the largest part of such runs. */
+    overflowed = overflowed || add_bytes(&need, 2 * optim_state_bytes(t->opt)) != 0;
+    if (check_memory(cfg, need, overflowed, "the model, the optimizer state and the dataset", err,
+                     err_size) != 0) {
+        trainer_free(t);
+        return -1;
+    }
     rng_seed(&t->sampler, cfg->seed, 1);
 
-    /* One curve point per evaluation: steps / eval_every, plus the last step. */
-    t->curve_cap = (size_t)(cfg->steps / cfg->eval_every) + 1;
     t->curve = calloc(t->curve_cap, sizeof(trainer_eval_point));
     t->optim_export = malloc(optim_state_bytes(t->opt) + 1);
     if (t->curve == NULL || t->optim_export == NULL) {

@@ -60,9 +60,27 @@ typedef struct train_hooks {
  * thread count and FTZ/DAZ. Call it on the thread that will train. */
 void trainer_thread_setup(int threads);
 
+/* Sets the largest number of bytes one run may allocate: parameters,
+ * gradients, activations, the evaluation curve, the dataset and the
+ * optimizer state with its checkpoint copy. trainer_create() and
+ * trainer_resume() reject a config above it with an error naming both
+ * figures, and check the model part before allocating it. 0 restores the
+ * default: physical memory, or RLIMIT_AS / RLIMIT_DATA when lower.
+ * Process-wide; thread-safe. */
+void trainer_set_memory_limit(size_t bytes);
+
+/* Returns the limit in effect, in bytes. */
+size_t trainer_memory_limit(void);
+
+/* Parses a byte count for --max-memory: digits with an optional suffix K, M,
+ * G or T (powers of 1024, an optional trailing "iB" or "B"). Returns 0, or
+ * -1 for empty text, another suffix, 0 or a value above SIZE_MAX. */
+int trainer_parse_bytes(const char *text, size_t *bytes);
+
 /* Creates a run. dataset_path overrides cfg->dataset when non-NULL (the worker
  * passes its cached copy of a URL). Returns 0 or -1 with err set (file
- * missing or too small, out of memory, invalid config). */
+ * missing, not a regular file or too small, above the memory limit, out of
+ * memory, invalid config). */
 int trainer_create(trainer **out, const train_config *cfg, const char *dataset_path,
                    char *err, size_t err_size);
 
