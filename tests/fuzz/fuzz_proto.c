@@ -63,6 +63,13 @@ static void remove_db(void)
     }
 }
 
+/* Removes the database files and their directory when the fuzzer exits. */
+static void remove_db_dir(void)
+{
+    remove_db();
+    rmdir(db_dir);
+}
+
 /* Checks one output line and remembers a lease token found in it. */
 static void check_output_line(const char *line, size_t len)
 {
@@ -142,6 +149,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     if (mkdir(db_dir, 0700) != 0 && errno != EEXIST)
         abort();
     snprintf(db_path, sizeof(db_path), "%s/sweepd.db", db_dir);
+    if (atexit(remove_db_dir) != 0)
+        abort();
     return 0;
 }
 
