@@ -115,10 +115,34 @@ static void test_print_round_trip(void)
     check_print("[1e400]", "[null]");
 }
 
+/* A raw NUL byte inside a string: cJSON (1.7.15) parses the line and cuts the
+ * string at the NUL, and the scan must stay paired with its nodes, so the
+ * float bound after it is still a float. */
+static void test_kinds_nul_in_string(void)
+{
+    static const char text[] = "{\"s\":\"x\0y\",\"min\":0.0,\"max\":1}";
+    size_t len = sizeof(text) - 1;
+    cJSON *root = cJSON_ParseWithLength(text, len);
+    json_kinds *k;
+
+    CHECK(root != NULL);
+    if (root == NULL)
+        return;
+    k = json_kinds_scan(text, len, root);
+    CHECK(k != NULL);
+    if (k != NULL) {
+        CHECK(json_kinds_is_integer(k, cJSON_GetObjectItem(root, "min")) == 0);
+        CHECK(json_kinds_is_integer(k, cJSON_GetObjectItem(root, "max")) == 1);
+    }
+    json_kinds_free(k);
+    cJSON_Delete(root);
+}
+
 int main(void)
 {
     test_kinds_basic();
     test_kinds_mismatch_and_fallback();
     test_print_round_trip();
+    test_kinds_nul_in_string();
     return check_report("test_json_kinds");
 }
