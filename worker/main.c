@@ -26,17 +26,19 @@ static const char usage_text[] =
     "Leases trials from sweepd, trains them and reports the results.\n"
     "\n"
     "  --connect unix:PATH|tcp:HOST:PORT  daemon address (default: $SWEEPD_SOCKET, else\n"
-    "                               $XDG_STATE_HOME/sweepd/sweepd.sock)\n"
+    "                               $XDG_STATE_HOME/sweepd/sweepd.sock, else\n"
+    "                               ~/.local/state/sweepd/sweepd.sock)\n"
     "  --token-file FILE            file holding the daemon's token (required over TCP)\n"
     "  --name NAME                  worker name (default: HOST-PID)\n"
     "  --threads N                  training threads (default 1)\n"
-    "  --checkpoint-dir DIR         store checkpoints under DIR/SWEEP/TRIAL/\n"
-    "  --checkpoint-url URL         store checkpoints with HTTP PUT under URL/SWEEP/TRIAL/\n"
-    "                               (default: the daemon's checkpoint_dir, else\n"
+    "  --checkpoint-dir DIR         store checkpoints under DIR/SWEEP/TRIAL/ (default:\n"
+    "                               the daemon's checkpoint_dir, else\n"
     "                               $XDG_STATE_HOME/sweepd/checkpoints)\n"
+    "  --checkpoint-url URL         store checkpoints with HTTP PUT under URL/SWEEP/TRIAL/\n"
     "  --checkpoint-every STEPS     checkpoint interval in steps (default 100; 0 = only\n"
     "                               when preempted)\n"
-    "  --cache-dir DIR              dataset cache (default $XDG_CACHE_HOME/sweepd)\n"
+    "  --cache-dir DIR              dataset cache (default $XDG_CACHE_HOME/sweepd, else\n"
+    "                               ~/.cache/sweepd)\n"
     "  --max-trials N               exit after N reported trials (default: no limit)\n"
     "  --exit-when-idle SECONDS     exit when no trial arrives for SECONDS\n"
     "  --http-stall-timeout SECONDS fail a dataset or checkpoint transfer that moves\n"
@@ -45,7 +47,9 @@ static const char usage_text[] =
     "  --help                       show this text\n"
     "\n"
     "SIGTERM or SIGINT: checkpoint at the next step, report preempted, exit 0.\n"
-    "A second signal exits at once with status 128+signal.\n";
+    "A second signal exits at once with status 128+signal.\n"
+    "Exit status: 0 after leaving normally, 1 on a fatal error (such as a rejected\n"
+    "token), 2 on a usage error.\n";
 
 /* Parses a whole decimal number within [min, max]. */
 static int parse_long(const char *option, const char *text, long min, long max, long *out)
@@ -216,6 +220,11 @@ static int parse_options(int argc, char **argv, worker_options *opt, char *conne
         }
         if (opt->connect == NULL)
             opt->connect = connect_buf;
+    }
+    if (strncmp(opt->connect, "tcp:", 4) == 0 && opt->token[0] == '\0') {
+        fprintf(stderr, "sweep-worker: %s needs a token: pass --token-file FILE with the file "
+                "given to 'sweepd --token-file'\n", opt->connect);
+        return -1;
     }
     if (opt->name[0] == '\0') {
         char host[64];

@@ -472,8 +472,20 @@ static void on_hello_reply(session *s, const cJSON *reply)
     char message[512];
     if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(reply, "ok"))) {
         const char *code = error_code(reply, message, sizeof(message));
+        int unauthorized = strcmp(code, "unauthorized") == 0;
         log_error("session", "hello rejected: %s: %s%s", code, message,
-                  strcmp(code, "unauthorized") == 0 ? " (check --token-file)" : "");
+                  unauthorized ? " (check --token-file)" : "");
+
+        /* Retrying with the same token cannot succeed, so a worker without a
+         * trial leaves. One that holds a trial keeps retrying, because its
+         * results are lost otherwise and a restarted daemon may accept the
+         * old token again. */
+        if (unauthorized && !s->has_trial) {
+            log_error("session", "exiting: the daemon rejects this worker's token; restart it "
+                      "with --token-file naming the file given to 'sweepd --token-file'");
+            stop_session(s, 1);
+            return;
+        }
         conn_drop(&s->conn, "hello rejected");
         return;
     }
