@@ -32,14 +32,14 @@ static const cli_command commands[] = {
      "                      names with dots: model.d_model); repeat to combine, up\n"
      "                      to 16; true/false and numbers match as such\n",
      cli_cmd_trials},
-    {"tickets", "SWEEP --threshold X [--by PARAM]",
+    {"tickets", "SWEEP [--threshold X] [--by PARAM]",
      "winning-ticket fractions: runs that reach a loss below X",
      "  --threshold X  loss in nats that a winner's final loss must be below\n"
      "                 (default: the sweep's ticket_threshold)\n"
      "  --by PARAM     group by the values of a parameter, e.g. optimizer\n",
      cli_cmd_tickets},
     {"workers", "", "list the connected workers and what they train", NULL, cli_cmd_workers},
-    {"watch", "[SWEEP] [--until-done]", "live view of a sweep and its workers",
+    {"watch", "[SWEEP] [--until-done] [--interval S]", "live view of a sweep and its workers",
      "  --until-done   exit when the sweep is finished or cancelled\n"
      "  --interval S   seconds between status lines when stdout is not a terminal\n"
      "                 (default 5)\n",

@@ -24,7 +24,8 @@ const char cli_global_help[] =
 
 void cli_print_command_help(const cli_command *cmd, FILE *out)
 {
-    fprintf(out, "usage: sweepctl %s %s\n\n%s.\n", cmd->name, cmd->usage, cmd->summary);
+    fprintf(out, "usage: sweepctl %s%s%s\n\n%s.\n", cmd->name, cmd->usage[0] != '\0' ? " " : "",
+            cmd->usage, cmd->summary);
     if (cmd->help != NULL)
         fprintf(out, "\nOptions:\n%s", cmd->help);
     fprintf(out, "\n%s", cli_global_help);
