@@ -178,8 +178,16 @@ int cli_cmd_submit(cli_ctx *ctx, const cli_command *cmd, int argc, char **argv)
             snprintf(count, sizeof(count), "%lld trials", trials);
         else
             snprintf(count, sizeof(count), "unbounded (no run_cap)");
-        printf("submitted sweep %lld \"%s\": %s, method %s\n", sweep,
+        printf("submitted sweep %lld \"%s\": %s, method %s", sweep,
                cli_get_str(reply, "name", ""), count, cli_get_str(reply, "method", "?"));
+
+        /* A random spec without a seed gets a drawn one, and adding it to the
+         * spec is how a user repeats the same trials. A grid draws nothing. */
+        long long seed = 0;
+        if (strcmp(cli_get_str(reply, "method", ""), "random") == 0 &&
+            cli_get_ll(reply, "seed", &seed))
+            printf(", seed %lld", seed);
+        printf("\n");
         print_worker_hint(ctx, &conn.addr);
         printf("follow it with:\n  sweepctl watch %lld\n", sweep);
     }

@@ -76,7 +76,8 @@ def test_readme_own_sweep_steps():
 
         submitted = run([sweepctl, "submit", "my_spec.json"], env, home)
         assert submitted.returncode == 0, submitted.stderr
-        assert re.search(r"submitted sweep 1 .*: 3 trials", submitted.stdout), submitted.stdout
+        assert re.search(r"^submitted sweep 1 .*: 3 trials, method random, seed 1$",
+                         submitted.stdout, re.M), submitted.stdout
 
         worker = harness.LoggedProcess([harness.program("sweep-worker"), "--max-trials", "3"],
                                        os.path.join(home, "worker.log"), env=env, cwd=home)
