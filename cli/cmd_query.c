@@ -394,8 +394,13 @@ int cli_workers_table(const cJSON *workers, cli_table *table)
         char pid[32], trial[32], step[64], loss[32], rate[32], age[32];
         double v;
         cli_fmt_scalar(cJSON_GetObjectItemCaseSensitive(w, "pid"), "-", pid, sizeof(pid));
-        cli_fmt_scalar(cJSON_GetObjectItemCaseSensitive(w, "trial"), "-", trial, sizeof(trial));
+        const cJSON *trial_item = cJSON_GetObjectItemCaseSensitive(w, "trial");
+        cli_fmt_scalar(trial_item, "-", trial, sizeof(trial));
         cli_fmt_loss(cJSON_GetObjectItemCaseSensitive(w, "loss"), loss, sizeof(loss));
+
+        /* An idle worker's last heartbeat carries step 0 and loss nan, which
+         * would read as a diverged run; it trains nothing, so show dashes. */
+        int idle = trial_item == NULL || cJSON_IsNull(trial_item);
         if (cli_get_double(w, "tokens_per_s", &v) && isfinite(v))
             snprintf(rate, sizeof(rate), "%.0f", v);
         else
@@ -406,7 +411,8 @@ int cli_workers_table(const cJSON *workers, cli_table *table)
             snprintf(age, sizeof(age), "-");
         const char *cells[] = {cli_get_str(w, "worker", "-"), cli_get_str(w, "host", "-"),
                                pid, cli_get_str(w, "state", "-"), trial,
-                               fmt_step(w, step, sizeof(step)), loss, rate, age};
+                               idle ? "-" : fmt_step(w, step, sizeof(step)),
+                               idle ? "-" : loss, rate, age};
         if (cli_table_add(table, cells) != 0)
             return -1;
     }

@@ -3,8 +3,10 @@
 The first case runs the "Your own sweeps" sequence: a detached sweepd with
 --state-dir, SWEEPD_SOCKET, validate, submit, a worker, watch, tickets, a CSV
 export read back with the csv module, and a stop by the pid in sweepd.lock.
-The others start sweep-worker over TCP with a missing or a wrong token, which
-must end it with a usage error (2) or a fatal error (1) instead of retries.
+Another checks that `sweepctl workers` shows an idle worker without a step or
+a loss. The last two start sweep-worker over TCP with a missing or a wrong
+token, which must end it with a usage error (2) or a fatal error (1) instead
+of retries.
 Waits are on a process exit, a pidfd or a log line, never a sleep.
 """
 
@@ -110,6 +112,23 @@ def test_readme_own_sweep_steps():
         wait_exit(daemon_pid, 30)
     log = open(os.path.join(state, "sweepd.log"), encoding="utf-8").read()
     assert "stopped (exit 0)" in log, log[-2000:]
+
+
+def test_idle_worker_row_has_no_loss():
+    root = harness.tmp_dir()
+    with Daemon() as d, Client(d.socket_path) as c:
+        # An idle sweep-worker sends bare heartbeats; the reply to one is the
+        # event after which the daemon's worker row holds its values.
+        c.ok("hello", version=1, role="worker", name="idler", host="localhost",
+             pid=os.getpid(), capabilities={"threads": 1, "checkpoint": "dir"})
+        c.ok("heartbeat")
+        listed = run([harness.program("sweepctl"), "--connect", "unix:" + d.socket_path,
+                      "workers"], dict(os.environ), root)
+    assert listed.returncode == 0, listed.stderr
+    row = [line.split() for line in listed.stdout.splitlines() if line.startswith("idler")]
+    assert len(row) == 1, listed.stdout
+    # worker, host, pid, state, trial, step, loss, tokens/s, heartbeat
+    assert row[0][3:8] == ["idle", "-", "-", "-", "-"], listed.stdout
 
 
 def tcp_daemon(root):
