@@ -11,6 +11,7 @@
  * Thread indexes: 0 is the caller, 1 to n_threads - 1 the pool, n_threads
  * the background thread. Each index has its own root workspace.
  */
+#include <assert.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -134,10 +135,12 @@ static void *thread_main(void *arg)
     return NULL;
 }
 
-/* Publishes a batch and wakes every thread of the group. */
+/* Publishes a batch and wakes every thread of the group. The previous batch
+ * must have been waited for. */
 static void group_submit(root_group *group, optim_item_fn fn, void *ctx, size_t n)
 {
     pthread_mutex_lock(&group->mutex);
+    assert(group->busy == 0);
     group->batch.fn = fn;
     group->batch.ctx = ctx;
     group->batch.n_items = n;
