@@ -20,8 +20,16 @@
  * --threads N sets OpenBLAS's threads for every optimizer alike, as
  * sweep-train --threads does, and so the number of Shampoo root threads.
  *
+ * --clock cpu measures the process's CPU time instead of wall time. On a
+ * machine shared with other jobs it is much steadier, and with one thread
+ * (sync mode) it is the time the work takes on an idle core. With several
+ * threads it is their sum. --clock thread measures the calling thread's CPU
+ * time only: with precondition_async and --threads 1 that is the critical
+ * path of a step, provided a free core lets the background thread finish a
+ * refresh before the step that installs it (waiting is not counted).
+ *
  *   bench_optim [--batch B] [--repeats N] [--root-method eigh|newton]
- *               [--threads N] [--end-to-end STEPS]
+ *               [--threads N] [--end-to-end STEPS] [--clock wall|cpu|thread]
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,10 +46,20 @@
 #define M_HEADS 4
 #define M_SEQ_LEN 128
 
+/* CLOCK_MONOTONIC, or the CPU-time clock chosen by --clock. */
+static clockid_t bench_clock = CLOCK_MONOTONIC;
+
+static const char *clock_name(void)
+{
+    if (bench_clock == CLOCK_PROCESS_CPUTIME_ID)
+        return "process cpu";
+    return bench_clock == CLOCK_THREAD_CPUTIME_ID ? "thread cpu" : "wall";
+}
+
 static double now_seconds(void)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(bench_clock, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
@@ -210,8 +228,9 @@ static int run_end_to_end(gpt_model *m, int batch, int steps, int repeats, int t
             time_training(m, &cfg, steps, repeats, &step_s[i]) < 0)
             return -1;
 
-    printf("config M, batch %d, %zu parameters, root_method %s, threads %d, end to end: mean of %d steps, "
-           "median of %d\n", batch, m->num_params, root_method, threads, steps, repeats);
+    printf("config M, batch %d, %zu parameters, root_method %s, threads %d, %s time, end to end: mean of %d "
+           "steps, median of %d\n", batch, m->num_params, root_method, threads,
+           clock_name(), steps, repeats);
     printf("  %-8s %-24s %10s %10s\n", "batch", "optimizer", "step ms", "overhead");
     for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++)
         printf("  %-8d %-24s %10.1f %9.1f%%\n", batch, runs[i].label, 1e3 * step_s[i],
@@ -234,9 +253,15 @@ int main(int argc, char **argv)
             threads = atoi(argv[i + 1]);
         else if (strcmp(argv[i], "--end-to-end") == 0)
             end_to_end_steps = atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--clock") == 0 && strcmp(argv[i + 1], "wall") == 0)
+            bench_clock = CLOCK_MONOTONIC;
+        else if (strcmp(argv[i], "--clock") == 0 && strcmp(argv[i + 1], "cpu") == 0)
+            bench_clock = CLOCK_PROCESS_CPUTIME_ID;
+        else if (strcmp(argv[i], "--clock") == 0 && strcmp(argv[i + 1], "thread") == 0)
+            bench_clock = CLOCK_THREAD_CPUTIME_ID;
         else {
             fprintf(stderr, "usage: bench_optim [--batch B] [--repeats N] [--root-method eigh|newton] "
-                            "[--threads N] [--end-to-end STEPS]\n");
+                            "[--threads N] [--end-to-end STEPS] [--clock wall|cpu|thread]\n");
             return 2;
         }
     }
@@ -287,8 +312,8 @@ int main(int argc, char **argv)
     }
 
     double base = t_fb + t_adam;
-    printf("config M, batch %d, %zu parameters, root_method %s, threads %d, medians of %d\n", batch,
-           m.num_params, root_method, threads, repeats);
+    printf("config M, batch %d, %zu parameters, root_method %s, threads %d, %s time, medians of %d\n", batch,
+           m.num_params, root_method, threads, clock_name(), repeats);
     printf("  forward+backward %.1f ms, adam step %.2f ms, sm3 step %.2f ms\n", 1e3 * t_fb, 1e3 * t_adam,
            1e3 * t_sm3);
     printf("  shampoo step %.2f ms without root refresh, %.2f ms with one\n", 1e3 * t_plain, 1e3 * t_refresh);
