@@ -212,11 +212,38 @@ static const char *closest_name(const char *name, const char *choices, char *buf
     return best_distance <= limit ? best : NULL;
 }
 
+/* Names that other training code uses for our hyperparameters (PyTorch,
+ * Hugging Face, nanoGPT), too far from ours in edit distance to be found by
+ * closest_name(). */
+static const struct {
+    const char *alias;
+    const char *name;
+} common_aliases[] = {
+    {"learning_rate", "lr"},      {"beta1", "b1"},
+    {"beta2", "b2"},              {"adam_beta1", "b1"},
+    {"adam_beta2", "b2"},         {"epsilon", "eps"},
+    {"adam_epsilon", "eps"},      {"num_layers", "n_layer"},
+    {"num_heads", "n_head"},      {"n_embd", "d_model"},
+    {"hidden_size", "d_model"},   {"max_steps", "steps"},
+    {"max_iters", "steps"},       {"num_warmup_steps", "warmup_steps"},
+    {"warmup_iters", "warmup_steps"}, {"max_grad_norm", "grad_clip"},
+};
+
+/* Returns our name for a common alias, or the closest table name. */
+static const char *suggest_plain(const char *name)
+{
+    for (size_t i = 0; i < sizeof(common_aliases) / sizeof(common_aliases[0]); i++) {
+        if (strcmp(name, common_aliases[i].alias) == 0)
+            return common_aliases[i].name;
+    }
+    return closest_name(name, NULL, NULL, 0);
+}
+
 const char *hparam_suggest(const char *name)
 {
     const char *dot = strchr(name, '.');
     if (dot == NULL || (size_t)(dot - name) >= SCOPE_MAX)
-        return closest_name(name, NULL, NULL, 0);
+        return suggest_plain(name);
 
     /* OPT.NAME: suggest each part on its own. The result lives in a
      * per-thread buffer that the next call on the thread overwrites. */
@@ -225,7 +252,7 @@ const char *hparam_suggest(const char *name)
     memcpy(scope, name, (size_t)(dot - name));
     scope[dot - name] = '\0';
     const char *near_scope = closest_name(scope, OPT_ONLY, scope_buf, sizeof(scope_buf));
-    const char *near_name = closest_name(dot + 1, NULL, NULL, 0);
+    const char *near_name = suggest_plain(dot + 1);
     if (near_scope == NULL || near_name == NULL || strcmp(near_name, "optimizer") == 0)
         return NULL;
     snprintf(suggestion, sizeof(suggestion), "%s.%s", near_scope, near_name);

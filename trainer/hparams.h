@@ -76,8 +76,9 @@ const hparam_info *hparam_table(size_t *count);
 const hparam_info *hparam_find(const char *name);
 
 /* Returns the table name closest to name by edit distance (for "did you
- * mean"), or NULL when nothing is close. For OPT.NAME it suggests both
- * parts; that result is in a per-thread buffer valid until the next call. */
+ * mean"), our name for a common alias such as learning_rate, or NULL when
+ * nothing is close. For OPT.NAME it suggests both parts; that result is in
+ * a per-thread buffer valid until the next call. */
 const char *hparam_suggest(const char *name);
 
 /* Fills cfg with the defaults that do not depend on the optimizer. */

@@ -3,8 +3,9 @@
 The first case runs the "Your own sweeps" sequence: a detached sweepd with
 --state-dir, SWEEPD_SOCKET, validate, submit, a worker, watch, tickets, a CSV
 export read back with the csv module, and a stop by the pid in sweepd.lock.
-Another checks that `sweepctl workers` shows an idle worker without a step or
-a loss. The last two start sweep-worker over TCP with a missing or a wrong
+Others check that `sweepctl workers` shows an idle worker without a step or
+a loss, and that names from other training code (learning_rate) get ours
+suggested. The last two start sweep-worker over TCP with a missing or a wrong
 token, which must end it with a usage error (2) or a fatal error (1) instead
 of retries.
 Waits are on a process exit, a pidfd or a log line, never a sleep.
@@ -129,6 +130,26 @@ def test_idle_worker_row_has_no_loss():
     assert len(row) == 1, listed.stdout
     # worker, host, pid, state, trial, step, loss, tokens/s, heartbeat
     assert row[0][3:8] == ["idle", "-", "-", "-", "-"], listed.stdout
+
+
+def test_spec_common_names_suggest_ours():
+    root = harness.tmp_dir()
+    cases = [("learning_rate", "lr"), ("beta2", "b2"), ("num_layers", "n_layer"),
+             ("n_embd", "d_model"), ("max_steps", "steps"), ("n_layers", "n_layer")]
+    with Daemon() as d:
+        for alias, name in cases:
+            path = os.path.join(root, alias + ".json")
+            with open(path, "w", encoding="ascii") as f:
+                json.dump({"method": "grid", "parameters": {alias: {"value": 1}}}, f)
+            checked = run([harness.program("sweepctl"), "--connect", "unix:" + d.socket_path,
+                           "validate", path], dict(os.environ), root)
+            assert checked.returncode == 4, (alias, checked)
+            assert f'"{alias}" is not a trainer hyperparameter; did you mean "{name}"?' \
+                in checked.stderr, checked.stderr
+    trained = run([harness.program("sweep-train"), "--data", "/dev/null", "--set",
+                   "learning_rate=0.01"], dict(os.environ), root)
+    assert trained.returncode != 0, trained
+    assert "did you mean 'lr'" in trained.stderr, trained.stderr
 
 
 def tcp_daemon(root):
