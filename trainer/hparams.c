@@ -212,8 +212,8 @@ static const char *closest_name(const char *name, const char *choices, char *buf
     return best_distance <= limit ? best : NULL;
 }
 
-/* Names that other training code uses for our hyperparameters (PyTorch,
- * Hugging Face, nanoGPT), too far from ours in edit distance to be found by
+/* Spellings of our hyperparameters that are common in other training
+ * scripts and configs, too far from ours in edit distance to be found by
  * closest_name(). */
 static const struct {
     const char *alias;
