@@ -17,6 +17,7 @@
 #include <uv.h>
 
 #include "log.h"
+#include "trainer.h"
 #include "paths.h"
 #include "session.h"
 
@@ -43,6 +44,8 @@ static const char usage_text[] =
     "  --exit-when-idle SECONDS     exit when no trial arrives for SECONDS\n"
     "  --http-stall-timeout SECONDS fail a dataset or checkpoint transfer that moves\n"
     "                               less than 1 byte/s for SECONDS (default 30)\n"
+    "  --max-memory BYTES           fail a trial that needs more memory (suffix K, M,\n"
+    "                               G or T; default: physical memory)\n"
     "  --log-level debug|info|warn|error  (default info)\n"
     "  --help                       show this text\n"
     "\n"
@@ -97,7 +100,7 @@ static int read_token(const char *path, char *out, size_t out_size)
 
 enum {
     OPT_CONNECT = 256, OPT_TOKEN_FILE, OPT_NAME, OPT_THREADS, OPT_CKPT_DIR, OPT_CKPT_URL,
-    OPT_CKPT_EVERY, OPT_CACHE_DIR, OPT_MAX_TRIALS, OPT_IDLE, OPT_STALL, OPT_LOG_LEVEL, OPT_HELP,
+    OPT_CKPT_EVERY, OPT_CACHE_DIR, OPT_MAX_TRIALS, OPT_IDLE, OPT_STALL, OPT_MAX_MEMORY, OPT_LOG_LEVEL, OPT_HELP,
 };
 
 /* Fills opt from argv. Returns 0, 1 after --help, or -1 after printing an error. */
@@ -116,6 +119,7 @@ static int parse_options(int argc, char **argv, worker_options *opt, char *conne
         {"max-trials", required_argument, NULL, OPT_MAX_TRIALS},
         {"exit-when-idle", required_argument, NULL, OPT_IDLE},
         {"http-stall-timeout", required_argument, NULL, OPT_STALL},
+        {"max-memory", required_argument, NULL, OPT_MAX_MEMORY},
         {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
@@ -180,6 +184,17 @@ static int parse_options(int argc, char **argv, worker_options *opt, char *conne
             if (parse_long("--http-stall-timeout", optarg, 1, 86400, &opt->http_stall_timeout_s) != 0)
                 return -1;
             break;
+        case OPT_MAX_MEMORY: {
+            /* Process-wide: every trial's trainer_create() checks against it. */
+            size_t bytes;
+            if (trainer_parse_bytes(optarg, &bytes) != 0) {
+                fprintf(stderr, "sweep-worker: invalid --max-memory %s: expected bytes > 0, e.g. 2G "
+                        "or 512M\n", optarg);
+                return -1;
+            }
+            trainer_set_memory_limit(bytes);
+            break;
+        }
         case OPT_LOG_LEVEL: {
             enum log_level level;
             if (log_parse_level(optarg, &level) != 0) {

@@ -158,5 +158,24 @@ def test_fifo_checkpoint_location_starts_over():
     daemon.close()
 
 
+def test_trial_above_max_memory_failed():
+    daemon = ScriptedDaemon()
+    dataset = make_dataset(daemon.dir)
+    w = start(daemon, "--max-memory", "4M")
+    conn, _ = daemon.accept()
+    conn.reply(conn.expect("lease"), trial=trial(dataset, steps=4, d_model=64, n_head=4, seq_len=256, batch_size=16))
+    message = conn.recv()
+    while message is not None and message["op"] in ("heartbeat", "metrics", "checkpoint"):
+        conn.reply(message)
+        message = conn.recv()
+    assert message is not None, w.log_text(20)
+    assert message["op"] == "failed", message
+    assert "above the memory limit of 4194304 bytes" in message["error"], message
+    conn.reply(message)
+    assert conn.expect("lease")["op"] == "lease"
+    assert w.proc.poll() is None, w.log_text(20)
+    finish(daemon, w, conn)
+
+
 if __name__ == "__main__":
     harness.main(globals())
