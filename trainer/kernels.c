@@ -4,7 +4,7 @@
  * copied or transposed in memory: weights are stored [in, out], attention
  * reads q, k and v in place from the qkv rows through leading dimensions.
  * Reductions use 8 independent partial sums so that GCC vectorises them
- * without -ffast-math; that fixes the summation order, so results are
+ * without -ffast-math. This fixes the summation order, so results are
  * deterministic for a given build.
  */
 #include "kernels.h"
