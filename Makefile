@@ -137,6 +137,7 @@ test-san:
 	sh tests/run.sh build-san
 
 bench:
+	sh tools/install_deps.sh bench
 	$(MAKE) -j$(JOBS) BUILD=build SAN=0 all
 	sh bench/run.sh build
 
