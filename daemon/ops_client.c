@@ -144,7 +144,7 @@ static store_sweep *find_sweep(request *req, int required)
     }
     store_sweep *sw = store_sweep_find(req->c->srv->st, id);
     if (!sw)
-        server_reply_error(req->c, req->id, PROTO_ERR_NOT_FOUND, "sweep %" PRId64 " not found; see the list op", id);
+        server_reply_error(req->c, req->id, PROTO_ERR_NOT_FOUND, "sweep %" PRId64 " not found; list the sweeps with the list op (sweepctl list)", id);
     return sw;
 }
 
@@ -414,6 +414,22 @@ static void reply_sweep_state(request *req, store_sweep *sw)
     server_broadcast(req->c->srv, sw->id, event);
 }
 
+/* Replies to a pause, resume or cancel that store rejected. A state conflict
+ * names the sweep's state and the states the operation accepts. */
+static void reply_control_error(request *req, const store_sweep *sw, int err, const char *op,
+                                const char *allowed)
+{
+    if (err == STORE_ERR_STATE) {
+        server_reply_error(req->c, req->id, PROTO_ERR_INVALID_STATE,
+                           "%s: sweep %" PRId64 " is %s; only a %s sweep can be %s", op, sw->id,
+                           store_sweep_state_name(sw->state), allowed,
+                           strcmp(op, "pause") == 0 ? "paused"
+                           : strcmp(op, "resume") == 0 ? "resumed" : "cancelled");
+        return;
+    }
+    server_reply_store_error(req->c, req->id, err, op);
+}
+
 void ops_pause(request *req)
 {
     store_sweep *sw = find_sweep(req, 1);
@@ -421,7 +437,7 @@ void ops_pause(request *req)
         return;
     int err = store_sweep_pause(req->c->srv->st, sw->id, store_now_ms());
     if (err != 0) {
-        server_reply_store_error(req->c, req->id, err, "pause");
+        reply_control_error(req, sw, err, "pause", "running");
         return;
     }
     store_event_add(req->c->srv->st, store_now_ms(), "paused", sw->id, 0, NULL, NULL);
@@ -436,7 +452,7 @@ void ops_resume(request *req)
         return;
     int err = store_sweep_resume(req->c->srv->st, sw->id, store_now_ms());
     if (err != 0) {
-        server_reply_store_error(req->c, req->id, err, "resume");
+        reply_control_error(req, sw, err, "resume", "paused");
         return;
     }
     store_event_add(req->c->srv->st, store_now_ms(), "resumed", sw->id, 0, NULL, NULL);
@@ -455,7 +471,7 @@ void ops_cancel(request *req)
     size_t count = 0;
     int err = store_sweep_cancel(srv->st, sw->id, store_now_ms(), &running, &count);
     if (err != 0) {
-        server_reply_store_error(req->c, req->id, err, "cancel");
+        reply_control_error(req, sw, err, "cancel", "running or paused");
         return;
     }
     store_event_add(srv->st, store_now_ms(), "cancelled", sw->id, 0, NULL, NULL);
@@ -493,7 +509,7 @@ void ops_watch(request *req)
     if (has < 0)
         return;
     if (has && !store_sweep_find(req->c->srv->st, sweep)) {
-        server_reply_error(req->c, req->id, PROTO_ERR_NOT_FOUND, "sweep %" PRId64 " not found; see the list op", sweep);
+        server_reply_error(req->c, req->id, PROTO_ERR_NOT_FOUND, "sweep %" PRId64 " not found; list the sweeps with the list op (sweepctl list)", sweep);
         return;
     }
     if (!req->c->watching)
