@@ -348,6 +348,10 @@ int trainer_run(trainer *t, const train_hooks *hooks, train_result *result, char
     double recent[RECENT];
     long n_recent = 0;
 
+    /* Step of the last checkpoint that on_checkpoint stored in this call,
+     * so a stop right after a periodic checkpoint does not store it twice. */
+    long stored_step = -1;
+
     memset(result, 0, sizeof(*result));
     recent[0] = start;
     n_recent = 1;
@@ -355,7 +359,7 @@ int trainer_run(trainer *t, const train_hooks *hooks, train_result *result, char
     while (t->step < cfg->steps) {
         /* Stop at a step boundary, after a checkpoint of the state so far. */
         if (hooks && hooks->stop && atomic_load(hooks->stop)) {
-            if (hooks->on_checkpoint)
+            if (hooks->on_checkpoint && stored_step != t->step)
                 hooks->on_checkpoint(hooks->ctx, t, t->step);
             fill_result(t, result, TRAIN_STOPPED, t->step - first_step, now_seconds() - start);
             return TRAIN_STOPPED;
@@ -404,8 +408,9 @@ int trainer_run(trainer *t, const train_hooks *hooks, train_result *result, char
                 hooks->on_eval(hooks->ctx, t->step, loss, val);
         }
 
-        if (hooks && hooks->on_checkpoint && hooks->checkpoint_every > 0 && t->step % hooks->checkpoint_every == 0)
-            hooks->on_checkpoint(hooks->ctx, t, t->step);
+        if (hooks && hooks->on_checkpoint && hooks->checkpoint_every > 0 &&
+            t->step % hooks->checkpoint_every == 0 && hooks->on_checkpoint(hooks->ctx, t, t->step) == 0)
+            stored_step = t->step;
     }
 
     if (!isfinite(t->last_val_loss)) {

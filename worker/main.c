@@ -8,6 +8,7 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,6 +47,9 @@ static const char usage_text[] =
     "                               less than 1 byte/s for SECONDS (default 30)\n"
     "  --max-memory BYTES           fail a trial that needs more memory (suffix K, M,\n"
     "                               G or T; default: physical memory)\n"
+    "  --max-dataset-size BYTES     fail a dataset download whose body (after\n"
+    "                               decoding gzip) is larger (suffix K, M, G or T;\n"
+    "                               default 4G)\n"
     "  --log-level debug|info|warn|error  (default info)\n"
     "  --help                       show this text\n"
     "\n"
@@ -53,6 +57,54 @@ static const char usage_text[] =
     "A second signal exits at once with status 128+signal.\n"
     "Exit status: 0 after leaving normally, 1 on a fatal error (such as a rejected\n"
     "token), 2 on a usage error.\n";
+
+/* SIGTERM and SIGINT that arrive before session_start() has started the
+ * uv_signal handlers. main() blocks both on its own thread at once, so they
+ * stay pending there until the handlers exist. A thread that a library
+ * started before main() (OpenBLAS starts its pool at load time) does not
+ * block them and would be killed by the default action, so on_early_signal
+ * records them instead and main() raises them again once libuv listens. */
+static volatile sig_atomic_t early_signal;
+static volatile sig_atomic_t early_signal_count;
+
+static void on_early_signal(int signum)
+{
+    early_signal = signum;
+    if (early_signal_count < 2)
+        early_signal_count++;
+}
+
+/* Blocks SIGTERM and SIGINT on the calling thread and routes them to
+ * on_early_signal. Returns 0, or -1 with errno set. */
+static int hold_stop_signals(sigset_t *stop_signals)
+{
+    struct sigaction action;
+    memset(&action, 0, sizeof(action));
+    action.sa_handler = on_early_signal;
+    sigemptyset(&action.sa_mask);
+    sigemptyset(stop_signals);
+    sigaddset(stop_signals, SIGTERM);
+    sigaddset(stop_signals, SIGINT);
+    if (sigprocmask(SIG_BLOCK, stop_signals, NULL) != 0)
+        return -1;
+    if (sigaction(SIGTERM, &action, NULL) != 0 || sigaction(SIGINT, &action, NULL) != 0)
+        return -1;
+    return 0;
+}
+
+/* Unblocks SIGTERM and SIGINT once the uv_signal handlers run (so a signal
+ * pending on this thread, or one blocked by the parent process across exec,
+ * reaches them), then raises again any that on_early_signal recorded: a
+ * second one still means "exit at once". Returns 0, or -1 with errno set. */
+static int release_stop_signals(const sigset_t *stop_signals)
+{
+    if (sigprocmask(SIG_UNBLOCK, stop_signals, NULL) != 0)
+        return -1;
+    for (int i = 0; i < early_signal_count; i++)
+        if (kill(getpid(), early_signal) != 0)
+            return -1;
+    return 0;
+}
 
 /* Parses a whole decimal number within [min, max]. */
 static int parse_long(const char *option, const char *text, long min, long max, long *out)
@@ -100,7 +152,8 @@ static int read_token(const char *path, char *out, size_t out_size)
 
 enum {
     OPT_CONNECT = 256, OPT_TOKEN_FILE, OPT_NAME, OPT_THREADS, OPT_CKPT_DIR, OPT_CKPT_URL,
-    OPT_CKPT_EVERY, OPT_CACHE_DIR, OPT_MAX_TRIALS, OPT_IDLE, OPT_STALL, OPT_MAX_MEMORY, OPT_LOG_LEVEL, OPT_HELP,
+    OPT_CKPT_EVERY, OPT_CACHE_DIR, OPT_MAX_TRIALS, OPT_IDLE, OPT_STALL, OPT_MAX_MEMORY,
+    OPT_MAX_DATASET, OPT_LOG_LEVEL, OPT_HELP,
 };
 
 /* Fills opt from argv. Returns 0, 1 after --help, or -1 after printing an error. */
@@ -120,6 +173,7 @@ static int parse_options(int argc, char **argv, worker_options *opt, char *conne
         {"exit-when-idle", required_argument, NULL, OPT_IDLE},
         {"http-stall-timeout", required_argument, NULL, OPT_STALL},
         {"max-memory", required_argument, NULL, OPT_MAX_MEMORY},
+        {"max-dataset-size", required_argument, NULL, OPT_MAX_DATASET},
         {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
@@ -195,6 +249,16 @@ static int parse_options(int argc, char **argv, worker_options *opt, char *conne
             trainer_set_memory_limit(bytes);
             break;
         }
+        case OPT_MAX_DATASET: {
+            size_t bytes;
+            if (trainer_parse_bytes(optarg, &bytes) != 0 || bytes > (size_t)LLONG_MAX) {
+                fprintf(stderr, "sweep-worker: invalid --max-dataset-size %s: expected bytes > 0, "
+                        "e.g. 512M or 8G\n", optarg);
+                return -1;
+            }
+            opt->max_dataset_bytes = (long long)bytes;
+            break;
+        }
         case OPT_LOG_LEVEL: {
             enum log_level level;
             if (log_parse_level(optarg, &level) != 0) {
@@ -257,6 +321,12 @@ static int parse_options(int argc, char **argv, worker_options *opt, char *conne
 
 int main(int argc, char **argv)
 {
+    sigset_t stop_signals;
+    if (hold_stop_signals(&stop_signals) != 0) {
+        fprintf(stderr, "sweep-worker: failed to set up SIGTERM and SIGINT: %s\n", strerror(errno));
+        return 1;
+    }
+
     worker_options opt;
     char connect_buf[4200];
     int rc = parse_options(argc, argv, &opt, connect_buf, sizeof(connect_buf));
@@ -286,6 +356,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "sweep-worker: %s\n", err);
         curl_global_cleanup();
         return 2;
+    }
+    if (release_stop_signals(&stop_signals) != 0) {
+        log_error("worker", "failed to unblock SIGTERM and SIGINT: %s", strerror(errno));
+        curl_global_cleanup();
+        return 1;
     }
     log_info("worker", "started: connect=%s threads=%d checkpoint_every=%ld cache=%s", opt.connect,
              opt.threads, opt.checkpoint_every, opt.cache_dir);
