@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "paths.h"
@@ -98,6 +99,7 @@ static int resolve_url(const char *url, const char *expected_sha256, const char 
             out->cache_hit = 1;
             return 0;
         }
+        out->refetched = 1;
     }
 
     if (http_get_file(url, out->path, limits, err, err_size) != 0)
@@ -141,8 +143,16 @@ int dataset_resolve(const char *dataset, const char *expected_sha256, const char
         memcpy(out->path, dataset, strlen(dataset) + 1);
     }
 
-    if (access(out->path, R_OK) != 0) {
+    /* Only a regular file: hashing a FIFO would block the trial thread, and
+     * the trainer rejects anything else anyway. */
+    struct stat st;
+    if (stat(out->path, &st) != 0 || access(out->path, R_OK) != 0) {
         snprintf(err, err_size, "dataset %s: failed to read: %s", out->path, strerror(errno));
+        return -1;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        snprintf(err, err_size, "dataset %s: not a regular file; give the path of a text file",
+                 out->path);
         return -1;
     }
     char got[SHA256_HEX_SIZE];

@@ -77,7 +77,7 @@ static CURLcode set_common(CURL *curl, const char *url, const http_limits *limit
     if (!rc) rc = curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
     if (!rc) rc = curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
     if (!rc) rc = curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 1L);
-    if (!rc) rc = curl_easy_setopt(curl, CURLOPT_MAXREDIRS, 5L);
+    if (!rc) rc = curl_easy_setopt(curl, CURLOPT_MAXREDIRS, HTTP_MAX_REDIRECTS);
     if (!rc) rc = curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
     if (!rc) rc = curl_easy_setopt(curl, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
     if (!rc) rc = curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT, limits->connect_timeout_s);
@@ -90,11 +90,13 @@ static CURLcode set_common(CURL *curl, const char *url, const http_limits *limit
 }
 
 /* Runs the transfer and turns its outcome into 0 or -1 with err naming the
- * method, the URL and the HTTP status or curl error. */
+ * method, the URL and the HTTP status or curl error. *result receives
+ * curl's code, so the caller can word a known failure more precisely. */
 static int perform(CURL *curl, const char *method, const char *url, const char *errbuf,
-                   int allow_404, char *err, size_t err_size)
+                   int allow_404, CURLcode *result, char *err, size_t err_size)
 {
     CURLcode rc = curl_easy_perform(curl);
+    *result = rc;
     if (rc != CURLE_OK) {
         snprintf(err, err_size, "%s %s failed: %s", method, url,
                  errbuf[0] ? errbuf : curl_easy_strerror(rc));
@@ -110,6 +112,29 @@ static int perform(CURL *curl, const char *method, const char *url, const char *
         return 0;
     snprintf(err, err_size, "%s %s failed: HTTP status %ld", method, url, status);
     return -1;
+}
+
+/* Rewrites err for the GET failures whose curl text does not say what to
+ * do: a body above max_bytes, a failed write into the cache, a redirect
+ * loop and a body shorter than its Content-Length. Others keep perform's
+ * text. */
+static void describe_get_failure(const download *dl, CURLcode code, const char *url,
+                                 const char *tmp_path, const http_limits *limits,
+                                 const char *errbuf, char *err, size_t err_size)
+{
+    if (dl->too_large || code == CURLE_FILESIZE_EXCEEDED)
+        snprintf(err, err_size, "GET %s failed: the body is larger than the limit of %lld bytes",
+                 url, limits->max_bytes);
+    else if (dl->write_errno)
+        snprintf(err, err_size, "GET %s failed: writing %s: %s", url, tmp_path,
+                 strerror(dl->write_errno));
+    else if (code == CURLE_TOO_MANY_REDIRECTS)
+        snprintf(err, err_size, "GET %s failed: more than %ld redirects (a redirect loop?); "
+                 "use the final URL", url, HTTP_MAX_REDIRECTS);
+    else if (code == CURLE_PARTIAL_FILE)
+        snprintf(err, err_size, "GET %s failed: the body ended before its Content-Length (%s); "
+                 "the server or a proxy cut the transfer", url,
+                 errbuf[0] ? errbuf : curl_easy_strerror(code));
 }
 
 int http_get_file(const char *url, const char *dest_path, const http_limits *limits,
@@ -143,18 +168,18 @@ int http_get_file(const char *url, const char *dest_path, const http_limits *lim
     if (!rc && limits->max_bytes > 0)
         rc = curl_easy_setopt(curl, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)limits->max_bytes);
     if (!rc) rc = curl_easy_setopt(curl, CURLOPT_FAILONERROR, 0L);
+    /* "" offers every encoding this libcurl decodes (gzip, deflate and
+     * others when built in), so the file holds the decoded body, and the size
+     * limit and dataset_sha256 apply to the decoded bytes. */
+    if (!rc) rc = curl_easy_setopt(curl, CURLOPT_ACCEPT_ENCODING, "");
     if (rc != CURLE_OK) {
         snprintf(err, err_size, "GET %s: curl option failed: %s", url, curl_easy_strerror(rc));
         goto out;
     }
 
-    if (perform(curl, "GET", url, errbuf, 0, err, err_size) != 0) {
-        if (dl.too_large || strstr(errbuf, "aximum file size") != NULL)
-            snprintf(err, err_size, "GET %s failed: larger than the limit of %lld bytes", url,
-                     limits->max_bytes);
-        else if (dl.write_errno)
-            snprintf(err, err_size, "GET %s failed: writing %s: %s", url, tmp_path,
-                     strerror(dl.write_errno));
+    CURLcode result_code;
+    if (perform(curl, "GET", url, errbuf, 0, &result_code, err, err_size) != 0) {
+        describe_get_failure(&dl, result_code, url, tmp_path, limits, errbuf, err, err_size);
         goto out;
     }
 
@@ -216,7 +241,8 @@ int http_put_file(const char *url, const char *src_path, const http_limits *limi
         snprintf(err, err_size, "PUT %s: curl option failed: %s", url, curl_easy_strerror(rc));
         goto out;
     }
-    result = perform(curl, "PUT", url, errbuf, 0, err, err_size);
+    CURLcode result_code;
+    result = perform(curl, "PUT", url, errbuf, 0, &result_code, err, err_size);
 
 out:
     if (curl != NULL)
@@ -242,10 +268,11 @@ int http_delete(const char *url, const http_limits *limits, char *err, size_t er
     if (!rc) rc = curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, "DELETE");
     if (!rc) rc = curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, discard_body);
     int result = -1;
+    CURLcode result_code;
     if (rc != CURLE_OK)
         snprintf(err, err_size, "DELETE %s: curl option failed: %s", url, curl_easy_strerror(rc));
     else
-        result = perform(curl, "DELETE", url, errbuf, 1, err, err_size);
+        result = perform(curl, "DELETE", url, errbuf, 1, &result_code, err, err_size);
     curl_easy_cleanup(curl);
     return result;
 }

@@ -13,6 +13,9 @@
 #include <stdatomic.h>
 #include <stddef.h>
 
+/* Redirects followed per transfer; one more fails it (a redirect loop). */
+#define HTTP_MAX_REDIRECTS 5L
+
 typedef struct http_limits {
     long connect_timeout_s;   /* TCP and TLS connect */
     long low_speed_time_s;    /* fail when below low_speed_bytes for this long */
@@ -26,8 +29,12 @@ void http_limits_default(http_limits *limits);
 
 /* Downloads url into dest_path: the body goes to a unique temporary file in
  * the same directory, which is fsynced and renamed over dest_path only after a
- * 2xx reply, so readers never see a partial file. Returns 0, or -1 with err
- * set; on failure the temporary file is removed and dest_path is untouched. */
+ * 2xx reply, so readers never see a partial file. A Content-Encoding that
+ * libcurl supports (gzip, deflate) is decoded, and max_bytes bounds the
+ * decoded body. Returns 0, or -1 with err set (HTTP status, a body above
+ * max_bytes or shorter than its Content-Length, more than HTTP_MAX_REDIRECTS
+ * redirects, a stall, a stop request); on failure the temporary file is
+ * removed and dest_path is untouched. */
 int http_get_file(const char *url, const char *dest_path, const http_limits *limits,
                   char *err, size_t err_size);
 

@@ -422,6 +422,8 @@ static void start_trial(session *s, const cJSON *obj)
     t->cache_dir = s->opt.cache_dir;
     http_limits_default(&t->limits);
     t->limits.low_speed_time_s = s->opt.http_stall_timeout_s;
+    if (s->opt.max_dataset_bytes > 0)
+        t->limits.max_bytes = s->opt.max_dataset_bytes;
     t->threads = s->opt.threads;
     t->checkpoint_every = s->opt.checkpoint_every;
     atomic_init(&t->stop, 0);

@@ -28,6 +28,7 @@ typedef struct worker_options {
     long max_trials;              /* 0 = no limit */
     double exit_when_idle_s;      /* 0 = wait for trials forever */
     long http_stall_timeout_s;    /* an HTTP transfer below 1 byte/s this long fails */
+    long long max_dataset_bytes;  /* largest dataset download (decoded); 0 = 4 GiB */
 } worker_options;
 
 enum req_kind { REQ_HELLO, REQ_LEASE, REQ_HEARTBEAT, REQ_REATTACH, REQ_METRICS, REQ_CHECKPOINT,

@@ -179,6 +179,8 @@ static void run_thread(void *arg)
     const char *origin = "local file";
     if (source.cache_hit)
         origin = "cache hit";
+    else if (source.refetched)
+        origin = "downloaded again: the cached copy did not match dataset_sha256";
     else if (source.downloaded)
         origin = "downloaded";
     log_info("trial", "sweep=%lld trial=%lld attempt=%lld dataset %s (%s)", t->sweep, t->id,
