@@ -14,6 +14,9 @@
 #include "optim_internal.h"
 #include "optim_roots.h"
 
+/* OpenBLAS's thread count; declared by cblas.h in some builds only. */
+int openblas_get_num_threads(void);
+
 #define ARENA_ALIGN_BYTES 64
 
 /* Export header: magic with the optimizer kind in the low byte, then k and
@@ -167,6 +170,113 @@ oom:
     snprintf(err, err_size, "out of memory creating the %s optimizer for %zu tensors",
              optimizer_name(cfg->optimizer), n);
     return -1;
+}
+
+/* Bytes that matrix_root_work_create(side) allocates: six side x side double
+ * matrices, 3 * side doubles of vectors and eigenvalues, and LAPACK dsyevd's
+ * documented minimum workspace for jobz = 'V' (1 + 6 side + 2 side^2
+ * doubles, 3 + 5 side ints).
+ * NOTE: matrix_root.c takes a larger dsyevd workspace when the LAPACK query
+ * asks for one; reference LAPACK asks for exactly this minimum. */
+static size_t root_work_bytes(size_t side)
+{
+    size_t doubles = 6 * side * side + 3 * side + 1 + 6 * side + 2 * side * side;
+    return doubles * sizeof(double) + (3 + 5 * side) * sizeof(int);
+}
+
+/* Measures Shampoo's arenas as shampoo_carve() lays them out, without the
+ * blocks table that shampoo_plan() builds: the blocks of one tensor are
+ * full block_size squares except at its right and bottom edges. Adds the
+ * root workspaces, one per root thread, to scratch. */
+static void measure_shampoo(const train_config *cfg, const tensor_desc *tensors, size_t n,
+                            optim_arena *state, optim_arena *scratch)
+{
+    size_t max_numel = 1, max_cols = 1, total_numel = 1, max_block = 1, max_square = 1;
+    int max_side = 1;
+    int n_buffers = cfg->precondition_async ? 2 : 1;
+    int bs = cfg->block_size > 0 ? cfg->block_size : INT_MAX; /* optim_create rejects < 1 */
+
+    for (size_t i = 0; i < n; i++) {
+        const tensor_desc *td = &tensors[i];
+        enum graft_kind graft = cfg->graft;
+        optim_arena_take(state, td->numel * sizeof(float)); /* m */
+        optim_arena_take(state, td->numel * sizeof(float)); /* mg */
+        if (graft == GRAFT_ADAM || graft == GRAFT_RMSPROP || graft == GRAFT_ADAGRAD)
+            optim_arena_take(state, td->numel * sizeof(float));
+        if (graft == GRAFT_SM3)
+            optim_arena_take(state, (td->ndim == 2 ? (size_t)td->rows + (size_t)td->cols : td->numel) *
+                                        sizeof(float));
+        max_numel = td->numel > max_numel ? td->numel : max_numel;
+        max_cols = (size_t)td->cols > max_cols ? (size_t)td->cols : max_cols;
+        total_numel = td->offset + td->numel > total_numel ? td->offset + td->numel : total_numel;
+    }
+
+    /* Blocks in the order shampoo_plan() makes them, so the arena's
+     * alignment padding comes out the same. */
+    for (size_t i = 0; i < n; i++) {
+        const tensor_desc *td = &tensors[i];
+        if (td->ndim != 2 || td->rows > cfg->max_precond_dim || td->cols > cfg->max_precond_dim)
+            continue;
+        for (int r0 = 0; r0 < td->rows; r0 += bs) {
+            for (int c0 = 0; c0 < td->cols; c0 += bs) {
+                size_t rows = (size_t)(td->rows - r0 < bs ? td->rows - r0 : bs);
+                size_t cols = (size_t)(td->cols - c0 < bs ? td->cols - c0 : bs);
+                for (int k = 0; k < n_buffers; k++) {
+                    optim_arena_take(state, rows * rows * sizeof(double));
+                    optim_arena_take(state, cols * cols * sizeof(double));
+                    optim_arena_take(state, rows * rows * sizeof(double));
+                    optim_arena_take(state, cols * cols * sizeof(double));
+                    optim_arena_take(state, rows * rows * sizeof(float));
+                    optim_arena_take(state, cols * cols * sizeof(float));
+                }
+                size_t side = rows > cols ? rows : cols;
+                max_block = rows * cols > max_block ? rows * cols : max_block;
+                max_square = side * side > max_square ? side * side : max_square;
+                max_side = (int)side > max_side ? (int)side : max_side;
+            }
+        }
+    }
+    if (cfg->precondition_async)
+        optim_arena_take(state, ASYNC_FIELDS * sizeof(uint64_t));
+
+    /* Synchronous refreshes run on as many threads as OpenBLAS uses now;
+     * the asynchronous mode has the caller plus one background thread. */
+    size_t root_threads = cfg->precondition_async ? 1 : (size_t)openblas_get_num_threads();
+    size_t workspaces = cfg->precondition_async ? 2 : root_threads;
+    size_t block_work = max_square > max_block ? max_square : max_block;
+    optim_arena_take(scratch, max_numel * sizeof(float));   /* graft_work */
+    optim_arena_take(scratch, total_numel * sizeof(float)); /* precond_work */
+    optim_arena_take(scratch, max_numel * sizeof(float));   /* nu_work */
+    optim_arena_take(scratch, max_cols * sizeof(float));    /* col_work */
+    optim_arena_take(scratch, root_threads * block_work * sizeof(float));
+    optim_arena_take(scratch, root_threads * block_work * sizeof(float));
+    scratch->used_bytes += workspaces * root_work_bytes((size_t)max_side);
+}
+
+size_t optim_state_bytes_for(const train_config *cfg, const tensor_desc *tensors, size_t n,
+                             size_t *export_bytes)
+{
+    optim_arena state = {0}, scratch = {0};
+    const optim_ops *ops = ops_for(cfg->optimizer);
+
+    if (cfg->optimizer == OPT_SHAMPOO) {
+        measure_shampoo(cfg, tensors, n, &state, &scratch);
+    } else if (ops != NULL) {
+        /* Adam's and SM3's carve() read only the tensor table, max_numel
+         * and the slots, so a stack optimizer with a temporary slot table
+         * measures them exactly. */
+        optimizer probe = {.cfg = *cfg, .ops = ops, .tensors = (tensor_desc *)tensors, .n_tensors = n};
+        probe.slots = calloc(n ? n : 1, sizeof *probe.slots);
+        if (probe.slots == NULL)
+            return SIZE_MAX;
+        for (size_t i = 0; i < n; i++)
+            probe.max_numel = tensors[i].numel > probe.max_numel ? tensors[i].numel : probe.max_numel;
+        ops->carve(&probe, &state, &scratch);
+        free(probe.slots);
+    }
+    if (export_bytes != NULL)
+        *export_bytes = STATE_HEADER_BYTES + state.used_bytes;
+    return STATE_HEADER_BYTES + state.used_bytes + scratch.used_bytes;
 }
 
 void optim_free(optimizer *opt)

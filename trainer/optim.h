@@ -48,6 +48,16 @@ long optim_step_count(const optimizer *opt);
 /* Bytes of optimizer state, for memory reports and checkpoints. */
 size_t optim_state_bytes(const optimizer *opt);
 
+/* Returns the bytes that optim_create() would allocate for cfg and the n
+ * tensors, without allocating them: the state arena (what
+ * optim_state_bytes() will return), the per-step scratch and, for Shampoo,
+ * one root workspace per root thread at the current OpenBLAS thread count.
+ * export_bytes, when not NULL, receives the optim_state_bytes() figure
+ * alone. Tables of a few bytes per tensor are not counted. Returns SIZE_MAX
+ * when even the small temporary table cannot be allocated. */
+size_t optim_state_bytes_for(const train_config *cfg, const tensor_desc *tensors, size_t n,
+                             size_t *export_bytes);
+
 /* Serialises the full state (step count included) into buf, which holds
  * optim_state_bytes() bytes; import reverses it. Import returns -1 when the
  * size does not match. With precondition_async the state includes the

@@ -172,11 +172,20 @@ int trainer_create(trainer **out, const train_config *cfg, const char *dataset_p
     }
     /* One curve point per evaluation: steps / eval_every, plus the last step. */
     t->curve_cap = (size_t)(cfg->steps / cfg->eval_every) + 1;
+
+    /* Everything the run will allocate, measured from the tensor table
+     * before any large allocation: the model's buffers, the evaluation
+     * curve, the dataset (data_load() reads it whole), the optimizer's
+     * state, scratch and root workspaces, and the state's export copy that
+     * checkpoints use. */
+    size_t export_bytes = 0;
+    size_t optim_bytes = optim_state_bytes_for(&t->cfg, t->model.tensors, t->model.n_tensors, &export_bytes);
     size_t need = model_bytes(&t->model), curve_bytes = 0;
-    int overflowed = add_bytes(&need, dataset_bytes) != 0 ||
+    int overflowed = optim_bytes == SIZE_MAX || add_bytes(&need, dataset_bytes) != 0 ||
                      __builtin_mul_overflow(t->curve_cap, sizeof(trainer_eval_point), &curve_bytes) ||
-                     add_bytes(&need, curve_bytes) != 0;
-    if (check_memory(cfg, need, overflowed, "the model, the evaluation curve and the dataset", err,
+                     add_bytes(&need, curve_bytes) != 0 || add_bytes(&need, optim_bytes) != 0 ||
+                     add_bytes(&need, export_bytes) != 0;
+    if (check_memory(cfg, need, overflowed, "the model, the optimizer state and the dataset", err,
                      err_size) != 0) {
         trainer_free(t);
         return -1;
@@ -189,16 +198,6 @@ int trainer_create(trainer **out, const train_config *cfg, const char *dataset_p
     }
     model_init(&t->model, cfg->seed);
     if (optim_create(&t->opt, &t->cfg, t->model.tensors, t->model.n_tensors, err, err_size) != 0) {
-        trainer_free(t);
-        return -1;
-    }
-    /* NOTE: the optimizer's state is measured only once optim_create() has
-     * allocated it, and Shampoo's per-thread root workspaces (max_side^2
-     * floats each) are not counted at all. Adam's state is 2 floats per
-     * parameter, so the check above covers the largest part of such runs. */
-    overflowed = overflowed || add_bytes(&need, 2 * optim_state_bytes(t->opt)) != 0;
-    if (check_memory(cfg, need, overflowed, "the model, the optimizer state and the dataset", err,
-                     err_size) != 0) {
         trainer_free(t);
         return -1;
     }
@@ -215,7 +214,7 @@ int trainer_create(trainer **out, const train_config *cfg, const char *dataset_p
     t->last_val_loss = NAN;
     t->last_train_loss = NAN;
     t->diverged_step = -1;
-    t->bytes_allocated = model_bytes(&t->model) + 2 * optim_state_bytes(t->opt) +
+    t->bytes_allocated = model_bytes(&t->model) + optim_bytes + export_bytes +
                          t->curve_cap * sizeof(trainer_eval_point);
     *out = t;
     return 0;
