@@ -177,7 +177,7 @@ oom:
  * documented minimum workspace for jobz = 'V' (1 + 6 side + 2 side^2
  * doubles, 3 + 5 side ints).
  * NOTE: matrix_root.c takes a larger dsyevd workspace when the LAPACK query
- * asks for one; reference LAPACK asks for exactly this minimum. */
+ * returns a larger optimum; reference LAPACK returns exactly this minimum. */
 static size_t root_work_bytes(size_t side)
 {
     size_t doubles = 6 * side * side + 3 * side + 1 + 6 * side + 2 * side * side;

@@ -169,7 +169,7 @@ int http_get_file(const char *url, const char *dest_path, const http_limits *lim
         rc = curl_easy_setopt(curl, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)limits->max_bytes);
     if (!rc) rc = curl_easy_setopt(curl, CURLOPT_FAILONERROR, 0L);
     /* "" offers every encoding this libcurl decodes (gzip, deflate and
-     * others when built in), so the file holds the decoded body, and the size
+     * others when built in), so the file contains the decoded body, and the size
      * limit and dataset_sha256 apply to the decoded bytes. */
     if (!rc) rc = curl_easy_setopt(curl, CURLOPT_ACCEPT_ENCODING, "");
     if (rc != CURLE_OK) {

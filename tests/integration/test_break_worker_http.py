@@ -232,7 +232,8 @@ def test_changed_remote_file_and_cache():
         wrong = "ab" * 32
         fourth = setup.run(url, dataset_sha256=wrong)
         assert fourth["op"] == "failed", fourth
-        assert new_digest in fourth["error"] and wrong in fourth["error"], fourth
+        assert new_digest in fourth["error"], fourth
+        assert wrong in fourth["error"], fourth
         assert setup.web.get_count("/changing") == 3, setup.web.gets
         assert setup.cache_files() == [], setup.cache_files()
     finally:
