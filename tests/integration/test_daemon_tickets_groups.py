@@ -2,7 +2,9 @@
 caches after the first request must follow every later transition (complete,
 diverged, failed, requeue, cancel). A database written by schema version 1
 must migrate to version 2 with the outcome and final loss of each finished
-trial copied onto its trial_params rows. The expected figures are computed from the daemon's own
+trial copied onto its trial_params rows. The overall summary that comes with
+the groups (partly summed from them when they hold every completed trial)
+must match the whole sweep, also for a parameter no trial has. The expected figures are computed from the daemon's own
 SQLite file, so the test checks the daemon against its database.
 """
 
@@ -17,40 +19,56 @@ from harness import Client, Daemon
 THRESHOLD = 1.5
 
 
+def summarise(trials):
+    """The tickets fields of a list of (state, final_loss)."""
+    states = [s for s, _ in trials]
+    losses = sorted(loss for s, loss in trials if s == "completed")
+    return {"completed": states.count("completed"), "diverged": states.count("diverged"),
+            "failed": states.count("failed"), "cancelled": states.count("cancelled"),
+            "finished": states.count("completed") + states.count("diverged"),
+            "winners": sum(1 for loss in losses if loss < THRESHOLD),
+            "best_loss": losses[0] if losses else None,
+            "median_loss": statistics.median(losses) if losses else None}
+
+
 def expected_groups(db_path, sweep, by):
-    """Compute {value: summary} for the sweep straight from the trials table."""
+    """Compute ({value: summary}, overall summary) for the sweep straight from
+    the trials table. Trials without the parameter are in no group."""
     rows = {}
+    everything = []
     with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as db:
         for params, state, loss in db.execute(
                 "SELECT params, state, final_loss FROM trials WHERE sweep = ?", (sweep,)):
-            rows.setdefault(json.loads(params)[by], []).append((state, loss))
+            everything.append((state, loss))
+            params = json.loads(params)
+            if by in params:
+                rows.setdefault(params[by], []).append((state, loss))
     out = {}
     for value, trials in rows.items():
-        states = [s for s, _ in trials]
-        losses = sorted(loss for s, loss in trials if s == "completed")
-        finished = states.count("completed") + states.count("diverged")
-        if finished + states.count("failed") + states.count("cancelled") == 0:
+        fields = summarise(trials)
+        if fields["finished"] + fields["failed"] + fields["cancelled"] == 0:
             continue
-        out[value] = {"completed": states.count("completed"), "diverged": states.count("diverged"),
-                      "failed": states.count("failed"), "cancelled": states.count("cancelled"),
-                      "finished": finished, "winners": sum(1 for loss in losses if loss < THRESHOLD),
-                      "best_loss": losses[0] if losses else None,
-                      "median_loss": statistics.median(losses) if losses else None}
-    return out
+        out[value] = fields
+    return out, summarise(everything)
+
+
+def check_fields(where, actual_fields, expected_fields):
+    for key, expected in expected_fields.items():
+        actual = actual_fields[key]
+        if isinstance(expected, float):
+            assert abs(actual - expected) <= 1e-12, (where, key, actual, expected)
+        else:
+            assert actual == expected, (where, key, actual, expected)
 
 
 def check_tickets(client, daemon, sweep, by):
     reply = client.ok("tickets", sweep=sweep, threshold=THRESHOLD, by=by)
     got = {g["value"]: g for g in reply["groups"]}
-    want = expected_groups(daemon.db_path(), sweep, by)
+    want, overall = expected_groups(daemon.db_path(), sweep, by)
     assert sorted(got, key=str) == sorted(want, key=str), (got.keys(), want.keys())
     for value, fields in want.items():
-        for key, expected in fields.items():
-            actual = got[value][key]
-            if isinstance(expected, float):
-                assert abs(actual - expected) <= 1e-12, (by, value, key, actual, expected)
-            else:
-                assert actual == expected, (by, value, key, actual, expected)
+        check_fields((by, value), got[value], fields)
+    check_fields((by, "overall"), reply["overall"], overall)
 
 
 def lease_fields(trial):
@@ -80,6 +98,7 @@ def test_cached_counts_follow_transitions():
         finish(5, 0)
         check_tickets(client, d, sweep, "optimizer")  # builds the cached counts
         check_tickets(client, d, sweep, "lr")
+        check_tickets(client, d, sweep, "absent")  # no groups: overall from the trials index
         finish(4, 5)
         check_tickets(client, d, sweep, "optimizer")  # after more completions
         check_tickets(client, d, sweep, "lr")
