@@ -72,8 +72,8 @@
     X(ATTEMPT_INSERT, "INSERT INTO attempts (trial, attempt, lease, worker, started_ms) "        \
                       "VALUES (?1, ?2, ?3, ?4, ?5)")                                              \
     X(PARAM_INSERT, "INSERT INTO trial_params (trial, name, sweep, value) VALUES (?4, ?2, ?1, ?3)") \
-    X(PARAMS_END, "UPDATE trial_params SET outcome = ?2, final_loss = ?3 WHERE trial = ?1 "       \
-                  "RETURNING name, value")                                                        \
+    X(PARAMS_END, "UPDATE trial_params SET outcome = ?2, final_loss = ?3 WHERE trial = ?1")     \
+    X(PARAMS_OF_TRIAL, "SELECT name, value FROM trial_params WHERE trial = ?1")                   \
     X(PARAMS_CANCEL, "UPDATE trial_params SET outcome = 'cancelled' WHERE trial IN "              \
                      "(SELECT id FROM trials WHERE sweep = ?1 AND state IN ('pending', 'running'))") \
     X(PARAMS_CANCEL_PENDING, "UPDATE trial_params SET outcome = 'cancelled' WHERE trial IN "      \
@@ -1319,17 +1319,26 @@ static int attempt_end(store *st, int64_t trial, int64_t attempt, int64_t now_ms
 }
 
 /* Copies a finished trial's state (as outcome) and final loss to its
- * trial_params rows, and counts it in the sweep's cached group lists. */
+ * trial_params rows, and counts it in the sweep's cached group lists. The
+ * rows are read back by a primary-key seek only when the sweep keeps group
+ * lists. An UPDATE with RETURNING would read them on every call and costs
+ * two ephemeral tables per run. */
 static int params_end(store *st, store_sweep *sw, int64_t trial, enum trial_state state, double final_loss)
 {
     sqlite3_stmt *s = stmt_get(st, ST_PARAMS_END);
     sqlite3_bind_int64(s, 1, trial);
     sqlite3_bind_text(s, 2, store_trial_state_name(state), -1, SQLITE_STATIC);
     bind_loss(s, 3, final_loss);
+    int err = stmt_run(st, s, "ending a trial's parameter rows");
+    if (err != 0 || !sw || !sw->group_lists)
+        return err;
+
+    s = stmt_get(st, ST_PARAMS_OF_TRIAL);
+    sqlite3_bind_int64(s, 1, trial);
     int rc;
-    int err = 0;
+    int dropped = 0;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        if (err != 0 || !sw || !sw->group_lists)
+        if (dropped)
             continue;
         const char *name = (const char *)sqlite3_column_text(s, 0);
         for (store_group_list *list = sw->group_lists; list && name; list = list->next) {
@@ -1337,15 +1346,15 @@ static int params_end(store *st, store_sweep *sw, int64_t trial, enum trial_stat
                 continue;
             store_group *g;
             if (group_find_or_add(list, s, 1, STORE_MAX_CACHED_GROUPS, &g) != 0)
-                err = -1;
+                dropped = 1;
             else
                 g->counts[state]++;
         }
     }
     sqlite3_reset(s);
     if (rc != SQLITE_DONE)
-        return sql_fail(st, rc, "ending a trial's parameter rows");
-    if (err != 0) {
+        return sql_fail(st, rc, "reading a trial's parameter rows");
+    if (dropped) {
         /* Too many values, or out of memory: counts that cannot be kept
          * current are dropped, and the next request counts by a scan. */
         group_lists_drop(sw);
