@@ -408,7 +408,10 @@ static cJSON *lease_fields(const store_lease *lease)
     cJSON_AddNumberToObject(t, "index", (double)lease->index);
     cJSON_AddNumberToObject(t, "attempt", (double)lease->attempt);
     cJSON_AddStringToObject(t, "lease", lease->lease);
-    cJSON_AddItemToObject(t, "params", cJSON_Duplicate(lease->params, 1));
+    /* The params text printed for trials.params is the same JSON, so the
+     * reply embeds it raw rather than printing the object a second time. */
+    cJSON_AddItemToObject(t, "params", lease->params_text ? cJSON_CreateRaw(lease->params_text)
+                                                          : cJSON_Duplicate(lease->params, 1));
     if (lease->checkpoint) {
         cJSON *ck = cJSON_AddObjectToObject(t, "checkpoint");
         cJSON_AddStringToObject(ck, "location", lease->checkpoint);

@@ -1101,12 +1101,13 @@ static int lease_pending(store *st, const char *worker, int64_t now_ms, store_le
     out->index = sqlite3_column_int64(s, 1);
     const char *params = (const char *)sqlite3_column_text(s, 2);
     out->params = cJSON_Parse(params ? params : "{}");
+    out->params_text = out->params ? cJSON_PrintUnformatted(out->params) : NULL;
     out->attempt = sqlite3_column_int64(s, 3) + 1;
     const char *ckpt = (const char *)sqlite3_column_text(s, 4);
     out->checkpoint = ckpt ? strdup(ckpt) : NULL;
     out->checkpoint_step = sqlite3_column_int64(s, 5);
     sqlite3_reset(s);
-    if (!out->params || (ckpt && !out->checkpoint)) {
+    if (!out->params || !out->params_text || (ckpt && !out->checkpoint)) {
         store_lease_clear(out);
         return STORE_ERR_NOMEM;
     }
@@ -1149,13 +1150,13 @@ static int lease_new(store *st, store_sweep *sw, const char *worker, int64_t now
     sqlite3_bind_text(s, 5, worker, -1, SQLITE_STATIC);
     sqlite3_bind_int64(s, 6, now_ms);
     int err = stmt_run(st, s, "inserting a trial");
-    cJSON_free(text);
     int64_t trial = sqlite3_last_insert_rowid(st->db);
     if (err == 0)
         err = attempt_insert(st, trial, 1, out->lease, worker, now_ms);
     if (err == 0)
         err = insert_params(st, sw->id, trial, params, "");
     if (err != 0) {
+        cJSON_free(text);
         cJSON_Delete(params);
         return err;
     }
@@ -1166,6 +1167,7 @@ static int lease_new(store *st, store_sweep *sw, const char *worker, int64_t now
     out->index = (int64_t)index;
     out->attempt = 1;
     out->params = params;
+    out->params_text = text; /* the reply reuses it instead of printing params again */
     out->checkpoint = NULL;
     out->checkpoint_step = 0;
     return 1;
@@ -1197,8 +1199,10 @@ int store_trial_lease(store *st, const char *worker, int64_t now_ms, store_lease
 void store_lease_clear(store_lease *lease)
 {
     cJSON_Delete(lease->params);
+    cJSON_free(lease->params_text);
     free(lease->checkpoint);
     lease->params = NULL;
+    lease->params_text = NULL;
     lease->checkpoint = NULL;
 }
 

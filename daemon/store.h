@@ -121,6 +121,7 @@ typedef struct store_lease {
     int64_t attempt;
     char lease[33]; /* 32 hex digits */
     cJSON *params;
+    char *params_text; /* params printed as JSON; store_lease_clear frees it */
     char *checkpoint;
     int64_t checkpoint_step;
 } store_lease;
