@@ -791,7 +791,12 @@ static void pump(session *s)
             goto timers;
         if (s->outbox_len > 0 && !s->metrics_sent)
             send_metrics(s);
-        if (s->checkpoint_unsent && !s->checkpoint_sent && s->checkpoint_location[0] != '\0') {
+        /* A checkpoint is reported only after every metric point before it
+         * is acknowledged: an attempt resumed from step N re-reports only
+         * the steps after N, so a point of step <= N still in the outbox
+         * would be lost for good if this worker died now. */
+        if (s->checkpoint_unsent && !s->checkpoint_sent && s->checkpoint_location[0] != '\0' &&
+            s->outbox_len == 0 && !s->metrics_sent) {
             s->checkpoint_unsent = 0;
             send_checkpoint(s);
         }
