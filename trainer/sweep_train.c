@@ -372,6 +372,9 @@ int main(int argc, char **argv)
 
     if (argc > 1 && strcmp(argv[1], "optim-trace") == 0)
         return optim_trace_main(argc - 1, argv + 1);
+    if (trainer_process_init(argv) != 0)
+        log_warn("train", "could not re-execute with OPENBLAS_NUM_THREADS=1 (%s); OpenBLAS "
+                 "threads keep the default denormal handling", strerror(errno));
     int rc = parse_args(argc, argv, &o);
     if (rc != 0)
         return rc;

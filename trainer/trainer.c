@@ -27,18 +27,30 @@
 /* Declared by OpenBLAS's cblas.h in some builds only. */
 void openblas_set_num_threads(int num_threads);
 
+/* Set once the program runs with OpenBLAS started single-threaded. */
+#define REEXEC_MARKER "SWEEPD_OPENBLAS_REEXEC"
+
+int trainer_process_init(char **argv)
+{
+    if (getenv(REEXEC_MARKER) != NULL)
+        return 0;
+    if (setenv("OPENBLAS_NUM_THREADS", "1", 1) != 0 || setenv(REEXEC_MARKER, "1", 1) != 0)
+        return -1;
+    execv("/proc/self/exe", argv);
+    return -1; /* execv returns only on failure */
+}
+
 void trainer_thread_setup(int threads)
 {
-    openblas_set_num_threads(threads > 0 ? threads : 1);
     /* FTZ: denormal results become 0; DAZ: denormal inputs read as 0. Without
      * them high-learning-rate runs slow down several times when values decay
-     * towards 0, so trial time would depend on the hyperparameters.
-     * NOTE: this sets MXCSR of the calling thread only. OpenBLAS worker
-     * threads (--threads > 1) are started by the library at load time and
-     * keep the default; the element-wise loops and the optimizer, where
-     * decaying values occur, run on the calling thread. */
+     * towards 0, so trial time would depend on the hyperparameters. They are
+     * set before the OpenBLAS thread count, so that OpenBLAS threads created
+     * by that call inherit them; after trainer_process_init() every OpenBLAS
+     * thread is created that way. */
     _MM_SET_FLUSH_ZERO_MODE(_MM_FLUSH_ZERO_ON);
     _MM_SET_DENORMALS_ZERO_MODE(_MM_DENORMALS_ZERO_ON);
+    openblas_set_num_threads(threads > 0 ? threads : 1);
 }
 
 static double now_seconds(void)

@@ -56,8 +56,20 @@ typedef struct train_hooks {
     atomic_int *stop;
 } train_hooks;
 
-/* Sets process-wide threading for training on the calling thread: OpenBLAS
- * thread count and FTZ/DAZ. Call it on the thread that will train. */
+/* Makes OpenBLAS start no worker threads when the library loads, so that
+ * trainer_thread_setup() can create them after setting FTZ/DAZ and they
+ * inherit it (threads inherit the creating thread's MXCSR). It re-executes the
+ * program once through /proc/self/exe with OPENBLAS_NUM_THREADS=1, because
+ * OpenBLAS reads that variable in its load-time constructor, before main().
+ * Call it first thing in main() of a program that trains. Returns 0 when the
+ * process already runs that way; does not return when it re-executes; returns
+ * -1 when exec failed, and training then works with OpenBLAS's own threads
+ * keeping the default denormal handling. */
+int trainer_process_init(char **argv);
+
+/* Sets FTZ/DAZ on the calling thread, then the OpenBLAS thread count (any
+ * new OpenBLAS threads are created now, from this thread). Call it on the
+ * thread that will train. */
 void trainer_thread_setup(int threads);
 
 /* Sets the largest number of bytes one run may allocate: parameters,

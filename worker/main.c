@@ -326,6 +326,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "sweep-worker: failed to set up SIGTERM and SIGINT: %s\n", strerror(errno));
         return 1;
     }
+    /* After hold_stop_signals(): the blocked mask and any pending SIGTERM
+     * survive the re-exec, so a signal in between is not lost. */
+    if (trainer_process_init(argv) != 0)
+        fprintf(stderr, "sweep-worker: could not re-execute with OPENBLAS_NUM_THREADS=1 (%s); "
+                "OpenBLAS threads keep the default denormal handling\n", strerror(errno));
 
     worker_options opt;
     char connect_buf[4200];
