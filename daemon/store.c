@@ -552,8 +552,39 @@ static int exec_sql(sqlite3 *db, const char *sql, char *err, size_t err_size)
     return 0;
 }
 
+/* Fails with STORE_ERR_STATE when PRAGMA foreign_key_check finds a row whose
+ * parent is missing. A migration that rebuilds a parent table (copy, drop,
+ * rename) runs with foreign_keys off, so this check stands in for it. */
+static int check_foreign_keys(sqlite3 *db, char *err, size_t err_size)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = sqlite3_prepare_v2(db, "PRAGMA foreign_key_check", -1, &s, NULL);
+    if (rc != SQLITE_OK) {
+        snprintf(err, err_size, "PRAGMA foreign_key_check failed: %s", sqlite3_errmsg(db));
+        return STORE_ERR_IO;
+    }
+    rc = sqlite3_step(s);
+    int err_rc = 0;
+    if (rc == SQLITE_ROW) {
+        /* WITHOUT ROWID tables report a NULL rowid, so only the tables are named. */
+        snprintf(err, err_size,
+                 "a row of table %s references a missing row of table %s; find it with "
+                 "PRAGMA foreign_key_check in the sqlite3 shell, fix or delete it, and restart",
+                 (const char *)sqlite3_column_text(s, 0), (const char *)sqlite3_column_text(s, 2));
+        err_rc = STORE_ERR_STATE;
+    } else if (rc != SQLITE_DONE) {
+        snprintf(err, err_size, "PRAGMA foreign_key_check failed: %s", sqlite3_errmsg(db));
+        err_rc = STORE_ERR_IO;
+    }
+    sqlite3_finalize(s);
+    return err_rc;
+}
+
 /* Applies the migrations above PRAGMA user_version, each in its own
- * transaction together with the new user_version. */
+ * transaction together with the new user_version. Foreign keys are off while
+ * migrations run, because dropping a rebuilt parent table would otherwise
+ * fail, and PRAGMA foreign_key_check runs before each COMMIT instead. The
+ * caller turns foreign keys on afterwards. */
 static int migrate(sqlite3 *db, const char *path, char *err, size_t err_size)
 {
     sqlite3_stmt *s = NULL;
@@ -573,11 +604,16 @@ static int migrate(sqlite3 *db, const char *path, char *err, size_t err_size)
                  path, version, schema_migration_count);
         return STORE_ERR_STATE;
     }
+    int err_rc = exec_sql(db, "PRAGMA foreign_keys = OFF", err, err_size);
+    if (err_rc != 0)
+        return err_rc;
     for (size_t i = (size_t)version; i < schema_migration_count; i++) {
         char sql[64];
-        int err_rc = exec_sql(db, "BEGIN IMMEDIATE", err, err_size);
+        err_rc = exec_sql(db, "BEGIN IMMEDIATE", err, err_size);
         if (err_rc == 0)
             err_rc = exec_sql(db, schema_migrations[i], err, err_size);
+        if (err_rc == 0)
+            err_rc = check_foreign_keys(db, err, err_size);
         snprintf(sql, sizeof(sql), "PRAGMA user_version = %zu", i + 1);
         if (err_rc == 0)
             err_rc = exec_sql(db, sql, err, err_size);
@@ -622,12 +658,13 @@ int store_open(const char *path, int synchronous_full, store **out, char *err, s
      * makes most lifecycles read pages back from the operating system. */
     char pragmas[256];
     snprintf(pragmas, sizeof(pragmas),
-             "PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA synchronous = %s; "
-             "PRAGMA cache_size = -65536;",
+             "PRAGMA journal_mode = WAL; PRAGMA synchronous = %s; PRAGMA cache_size = -65536;",
              synchronous_full ? "FULL" : "NORMAL");
     int err_rc = exec_sql(st->db, pragmas, err, err_size);
     if (err_rc == 0)
         err_rc = migrate(st->db, path, err, err_size);
+    if (err_rc == 0)
+        err_rc = exec_sql(st->db, "PRAGMA foreign_keys = ON", err, err_size);
     if (err_rc != 0) {
         store_close(st);
         return err_rc;

@@ -147,7 +147,10 @@ def test_migration_from_version_1():
         reply = Client(d.socket_path).ok("trials", sweep=1, where={"optimizer": "sm3"}, limit=100)
         assert [t["trial"] for t in reply["trials"]] == list(range(2, 41, 2))
     with sqlite3.connect(db_path) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (2,)
+        # Every later migration ran too, each keeping the rows above.
+        migrations = [n for n in os.listdir(os.path.join(harness.REPO, "schema")) if n.endswith(".sql")]
+        assert db.execute("PRAGMA user_version").fetchone() == (len(migrations),)
+        assert db.execute("SELECT count(*) FROM trials").fetchone() == (40,)
         copied = db.execute("SELECT count(*) FROM trial_params p JOIN trials t ON t.id = p.trial "
                             "WHERE p.outcome = t.state AND p.final_loss IS t.final_loss").fetchone()
         assert copied == (40,)

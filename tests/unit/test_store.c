@@ -184,6 +184,84 @@ static void test_disk_full_rolls_back(const char *path)
     store_close(st);
 }
 
+static void exec_ok(sqlite3 *db, const char *sql)
+{
+    char *msg = NULL;
+    int rc = sqlite3_exec(db, sql, NULL, NULL, &msg);
+    if (rc != SQLITE_OK)
+        fprintf(stderr, "\"%.60s\" failed: %s\n", sql, msg ? msg : sqlite3_errstr(rc));
+    CHECK(rc == SQLITE_OK);
+    sqlite3_free(msg);
+}
+
+/* A version-2 database with a finished, a running and a pending trial, their
+ * attempts, metrics and parameters, upgraded by store_open: every row and
+ * index survives and trials.state is still checked. */
+static void test_upgrade_from_version_2(const char *path)
+{
+    sqlite3 *db = NULL;
+    CHECK(sqlite3_open(path, &db) == SQLITE_OK);
+    exec_ok(db, schema_migrations[0]);
+    exec_ok(db, schema_migrations[1]);
+    exec_ok(db, "PRAGMA user_version = 2");
+    char sql[1024];
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO sweeps (id, name, state, method, spec, seed, size, created_ms) "
+             "VALUES (1, 'old', 'running', 'grid', '%s', 7, 3, 1000);",
+             grid3);
+    exec_ok(db, sql);
+    exec_ok(db,
+            "INSERT INTO trials (id, sweep, idx, state, params, attempt, lease, worker, final_loss, "
+            "created_ms, ended_ms) VALUES "
+            "(1, 1, 0, 'completed', '{\"optimizer\":\"adam\"}', 1, NULL, 'w1', 2.5, 1001, 1002),"
+            "(2, 1, 1, 'running', '{\"optimizer\":\"sm3\"}', 1, 'tok', 'w2', NULL, 1003, NULL),"
+            "(3, 1, 2, 'pending', '{\"optimizer\":\"shampoo\"}', 1, NULL, 'w3', NULL, 1004, NULL);"
+            "INSERT INTO attempts (trial, attempt, lease, worker, started_ms, ended_ms, outcome) VALUES "
+            "(1, 1, 'a', 'w1', 1001, 1002, 'completed'), (2, 1, 'tok', 'w2', 1003, NULL, NULL),"
+            "(3, 1, 'c', 'w3', 1004, 1005, 'requeued');"
+            "INSERT INTO metrics (trial, step, attempt, train_loss, val_loss) VALUES (1, 10, 1, 3.0, 2.5);"
+            "INSERT INTO trial_params (trial, name, sweep, value, outcome, final_loss) VALUES "
+            "(1, 'optimizer', 1, 'adam', 'completed', 2.5), (2, 'optimizer', 1, 'sm3', NULL, NULL),"
+            "(3, 'optimizer', 1, 'shampoo', NULL, NULL);");
+    CHECK(sqlite3_close(db) == SQLITE_OK);
+
+    store *st = NULL;
+    char err[256];
+    int rc = store_open(path, 1, &st, err, sizeof(err));
+    if (rc != 0)
+        fprintf(stderr, "store_open: %s\n", err);
+    CHECK(rc == 0);
+    if (!st)
+        return;
+    CHECK(count_rows(st, "PRAGMA user_version") == 3);
+    CHECK(count_rows(st, "PRAGMA foreign_keys") == 1);
+    CHECK(count_rows(st, "SELECT count(*) FROM trials") == 3);
+    CHECK(count_rows(st, "SELECT count(*) FROM trials WHERE id = 1 AND state = 'completed' "
+                         "AND final_loss = 2.5 AND worker = 'w1' AND ended_ms = 1002") == 1);
+    CHECK(count_rows(st, "SELECT count(*) FROM trials WHERE id = 2 AND state = 'running' AND lease = 'tok'") == 1);
+    CHECK(count_rows(st, "SELECT count(*) FROM attempts") == 3);
+    CHECK(count_rows(st, "SELECT count(*) FROM metrics") == 1);
+    CHECK(count_rows(st, "SELECT count(*) FROM trial_params") == 3);
+    CHECK(count_rows(st, "SELECT count(*) FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'trials' "
+                         "AND name IN ('trials_pending', 'trials_sweep_state')") == 2);
+    CHECK(count_rows(st, "SELECT count(*) FROM sqlite_schema WHERE name = 'trials' AND sql LIKE '%state IN%'") == 0);
+    CHECK(count_rows(st, "SELECT count(*) FROM sqlite_schema WHERE name = 'trials_new'") == 0);
+
+    /* The rebuilt table still rejects unknown states and orphan rows. */
+    CHECK(sqlite3_exec(store_db(st), "UPDATE trials SET state = 'bogus' WHERE id = 3", NULL, NULL, NULL) ==
+          SQLITE_CONSTRAINT);
+    CHECK(sqlite3_exec(store_db(st), "INSERT INTO attempts (trial, attempt, lease, worker, started_ms) "
+                                     "VALUES (99, 1, 'x', 'w', 1)", NULL, NULL, NULL) == SQLITE_CONSTRAINT);
+
+    /* The cache sees the old rows: one trial each running, pending, completed. */
+    store_sweep *sw = store_sweep_find(st, 1);
+    CHECK(sw != NULL);
+    CHECK(sw && sw->counts[TRIAL_RUNNING] == 1);
+    CHECK(sw && sw->counts[TRIAL_PENDING] == 1);
+    CHECK(sw && sw->counts[TRIAL_COMPLETED] == 1);
+    store_close(st);
+}
+
 int main(void)
 {
     char dir[] = "/tmp/test_store.XXXXXX";
@@ -196,6 +274,8 @@ int main(void)
     test_lifecycle(path);
     snprintf(path, sizeof(path), "%s/b.db", dir);
     test_disk_full_rolls_back(path);
+    snprintf(path, sizeof(path), "%s/c.db", dir);
+    test_upgrade_from_version_2(path);
 
     char cmd[160];
     snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
