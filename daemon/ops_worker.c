@@ -403,10 +403,10 @@ static cJSON *lease_fields(const store_lease *lease)
 {
     cJSON *fields = cJSON_CreateObject();
     cJSON *t = cJSON_AddObjectToObject(fields, "trial");
-    cJSON_AddNumberToObject(t, "trial", (double)lease->trial);
-    cJSON_AddNumberToObject(t, "sweep", (double)lease->sweep);
-    cJSON_AddNumberToObject(t, "index", (double)lease->index);
-    cJSON_AddNumberToObject(t, "attempt", (double)lease->attempt);
+    server_json_add_int(t, "trial", lease->trial);
+    server_json_add_int(t, "sweep", lease->sweep);
+    server_json_add_int(t, "index", lease->index);
+    server_json_add_int(t, "attempt", lease->attempt);
     cJSON_AddStringToObject(t, "lease", lease->lease);
     /* The params text printed for trials.params is the same JSON, so the
      * reply embeds it raw rather than printing the object a second time. */
@@ -415,7 +415,7 @@ static cJSON *lease_fields(const store_lease *lease)
     if (lease->checkpoint) {
         cJSON *ck = cJSON_AddObjectToObject(t, "checkpoint");
         cJSON_AddStringToObject(ck, "location", lease->checkpoint);
-        cJSON_AddNumberToObject(ck, "step", (double)lease->checkpoint_step);
+        server_json_add_int(ck, "step", lease->checkpoint_step);
     } else {
         cJSON_AddNullToObject(t, "checkpoint");
     }

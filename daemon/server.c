@@ -124,19 +124,43 @@ static void queue_text(conn *c, char *text, char *id_text)
     mark_dirty(c);
 }
 
+cJSON *server_json_add_int(cJSON *object, const char *name, int64_t value)
+{
+    char digits[24]; /* INT64_MIN takes 20 characters plus the terminator */
+    snprintf(digits, sizeof(digits), "%" PRId64, value);
+    return cJSON_AddRawToObject(object, name, digits);
+}
+
+/* Prints a request id for the reply, or returns NULL for no id and when out of
+ * memory. The result is freed with cJSON_free. Integral ids, the usual case,
+ * are printed with snprintf, which skips cJSON's print-and-reparse check. */
 static char *id_to_text(const cJSON *id)
 {
-    return id ? cJSON_PrintUnformatted(id) : NULL;
+    if (!id)
+        return NULL;
+    int64_t integer = 0;
+    if (!server_json_int(id, &integer))
+        return cJSON_PrintUnformatted(id);
+    char *text = cJSON_malloc(24);
+    if (text)
+        snprintf(text, 24, "%" PRId64, integer);
+    return text;
 }
 
 void server_reply_ok(conn *c, const cJSON *id, cJSON *fields)
 {
+    /* The id is printed once and used both in the reply and for the error
+     * reply that replaces it if the group commit fails. */
+    char *id_text = id_to_text(id);
     cJSON *reply = cJSON_CreateObject();
-    if (!reply) {
+    if (!reply || (id && !id_text)) {
+        log_error("server", "conn=%" PRIu64 " out of memory building a reply", c->number);
+        cJSON_Delete(reply);
         cJSON_Delete(fields);
+        cJSON_free(id_text);
         return;
     }
-    cJSON_AddItemToObject(reply, "id", id ? cJSON_Duplicate(id, 1) : cJSON_CreateNull());
+    cJSON_AddItemToObject(reply, "id", id_text ? cJSON_CreateRaw(id_text) : cJSON_CreateNull());
     cJSON_AddTrueToObject(reply, "ok");
     if (fields) {
         /* Move the fields over in order. */
@@ -149,10 +173,11 @@ void server_reply_ok(conn *c, const cJSON *id, cJSON *fields)
     char *text = cJSON_PrintUnformatted(reply);
     cJSON_Delete(reply);
     if (!text) {
+        cJSON_free(id_text);
         log_error("server", "conn=%" PRIu64 " out of memory printing a reply", c->number);
         return;
     }
-    queue_text(c, text, id_to_text(id));
+    queue_text(c, text, id_text);
 }
 
 static char *error_text(const char *id_text, enum proto_error code, const char *message)
@@ -160,8 +185,9 @@ static char *error_text(const char *id_text, enum proto_error code, const char *
     cJSON *reply = cJSON_CreateObject();
     if (!reply)
         return NULL;
-    cJSON *id = id_text ? cJSON_Parse(id_text) : NULL;
-    cJSON_AddItemToObject(reply, "id", id ? id : cJSON_CreateNull());
+    /* The id text is embedded as printed: parsing and printing it again would
+     * round integers above 10^15 to cJSON's 15 significant digits. */
+    cJSON_AddItemToObject(reply, "id", id_text ? cJSON_CreateRaw(id_text) : cJSON_CreateNull());
     cJSON_AddFalseToObject(reply, "ok");
     cJSON *err = cJSON_AddObjectToObject(reply, "error");
     cJSON_AddStringToObject(err, "code", proto_error_code(code));
