@@ -87,21 +87,19 @@ static void mark_dirty(conn *c)
     wake_loop(c->srv);
 }
 
-/* Queues text (a JSON object without newline, malloc'ed by cJSON) to c. */
-static void queue_text(conn *c, char *text, char *id_text)
+/* Queues a copy of the len bytes at text (a JSON object without newline) to c
+ * and takes ownership of id_text (freed with cJSON_free). */
+static void queue_line(conn *c, const char *text, size_t len, char *id_text)
 {
     if (c->closing) {
-        cJSON_free(text);
         cJSON_free(id_text);
         return;
     }
-    size_t len = strlen(text);
     out_item *item = malloc(sizeof(*item));
     char *line = malloc(len + 2);
     if (!item || !line) {
         free(item);
         free(line);
-        cJSON_free(text);
         cJSON_free(id_text);
         log_error("server", "conn=%" PRIu64 " out of memory queueing output; closing", c->number);
         conn_close(c);
@@ -110,7 +108,6 @@ static void queue_text(conn *c, char *text, char *id_text)
     memcpy(line, text, len);
     line[len] = '\n';
     line[len + 1] = '\0';
-    cJSON_free(text);
     item->next = NULL;
     item->text = line;
     item->len = len + 1;
@@ -122,6 +119,14 @@ static void queue_text(conn *c, char *text, char *id_text)
         c->out_head = item;
     c->out_tail = item;
     mark_dirty(c);
+}
+
+/* Queues text (a JSON object without newline, malloc'ed by cJSON) to c and
+ * frees it. */
+static void queue_text(conn *c, char *text, char *id_text)
+{
+    queue_line(c, text, strlen(text), id_text);
+    cJSON_free(text);
 }
 
 cJSON *server_json_add_int(cJSON *object, const char *name, int64_t value)
@@ -169,6 +174,15 @@ void server_reply_ok(conn *c, const cJSON *id, cJSON *fields)
             cJSON_AddItemToObject(reply, item->string, item); /* copies the key */
         }
         cJSON_Delete(fields);
+    }
+    /* Most replies fit the server's print buffer, which saves cJSON's own
+     * buffer allocation and its final realloc. cJSON_PrintPreallocated fails
+     * when the text does not fit, and then cJSON allocates as usual. */
+    server *srv = c->srv;
+    if (cJSON_PrintPreallocated(reply, srv->reply_buf, (int)sizeof(srv->reply_buf), 0)) {
+        cJSON_Delete(reply);
+        queue_line(c, srv->reply_buf, strlen(srv->reply_buf), id_text);
+        return;
     }
     char *text = cJSON_PrintUnformatted(reply);
     cJSON_Delete(reply);

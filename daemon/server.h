@@ -147,6 +147,10 @@ struct server {
     uint64_t batch_requests;   /* requests dispatched since the last commit */
     uint64_t max_batch;        /* most requests covered by one commit */
     uint64_t commit_ns;        /* time spent in COMMIT (its fsync included) */
+
+    /* Replies are printed here and copied into the output queue, one at a
+     * time; a reply that does not fit is printed by cJSON_PrintUnformatted. */
+    char reply_buf[4096];
 };
 
 /* Starts listening and serving on loop. Returns 0 or a negative libuv or

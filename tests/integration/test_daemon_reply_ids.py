@@ -2,7 +2,8 @@
 """Request ids echoed by a real sweepd: integral ids are printed by the daemon
 itself, other ids by cJSON. Each id form must come back equal to what was
 sent, in an ok reply, an error reply and a lease reply, whose integer fields
-are printed the same way."""
+are printed the same way. A reply larger than the server's 4 KiB print buffer
+must come back whole."""
 import json
 
 import harness
@@ -64,6 +65,22 @@ def test_ids_and_integers_in_lease_reply():
             done = worker.ok("complete", trial=trial["trial"], lease=trial["lease"], attempt=trial["attempt"],
                              final_loss=1.5, steps=10, seconds=0.1)
             assert done["ok"] is True
+
+
+def test_reply_larger_than_print_buffer():
+    # Replies up to 4 KiB are printed into the server's buffer; this list
+    # reply is about 20 KiB, so it takes the allocating path.
+    spec = {"method": "grid", "parameters": {"optimizer": {"values": ["adam"]}}}
+    with Daemon() as d, Client(d.socket_path) as c:
+        names = [f"sweep-{i:03d}-" + "x" * 200 for i in range(60)]
+        for name in names:
+            c.ok("submit", spec=dict(spec, name=name))
+        c.send_raw(b'{"id":41,"op":"list"}\n')
+        raw = c.recv_line()
+        assert len(raw) > 4096, len(raw)
+        reply = json.loads(raw.decode())
+        assert reply["id"] == 41, reply["id"]
+        assert [s["name"] for s in reply["sweeps"]] == names
 
 
 if __name__ == "__main__":
