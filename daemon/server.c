@@ -556,8 +556,8 @@ static int too_deep(const char *text, size_t len, int max_depth)
 /* Returns the offset of the first NUL byte or invalid UTF-8 sequence, or
  * len when text is valid UTF-8 (RFC 3629: no overlong forms, no surrogates,
  * nothing above U+10FFFF) without a NUL byte. JSON text must be UTF-8
- * (RFC 8259, section 8.1); cJSON does not check, and would store and echo
- * the bytes, and it cuts strings at a NUL byte without saying so. */
+ * (RFC 8259, section 8.1). cJSON does not check it, so it would store and
+ * echo invalid bytes, and it silently cuts strings at a NUL byte. */
 static size_t utf8_valid_prefix(const unsigned char *text, size_t len)
 {
     size_t i = 0;

@@ -554,7 +554,7 @@ static int exec_sql(sqlite3 *db, const char *sql, char *err, size_t err_size)
 
 /* Fails with STORE_ERR_STATE when PRAGMA foreign_key_check finds a row whose
  * parent is missing. A migration that rebuilds a parent table (copy, drop,
- * rename) runs with foreign_keys off, so this check stands in for it. */
+ * rename) runs with foreign_keys off, so this check replaces it. */
 static int check_foreign_keys(sqlite3 *db, char *err, size_t err_size)
 {
     sqlite3_stmt *s = NULL;

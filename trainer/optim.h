@@ -58,7 +58,7 @@ size_t optim_state_bytes(const optimizer *opt);
 size_t optim_state_bytes_for(const train_config *cfg, const tensor_desc *tensors, size_t n,
                              size_t *export_bytes);
 
-/* Serialises the full state (step count included) into buf, which holds
+/* Serialises the full state (step count included) into buf, which has room for
  * optim_state_bytes() bytes; import reverses it. Import returns -1 when the
  * size does not match. With precondition_async the state includes the
  * statistics snapshot whose roots are still pending, and import recomputes

@@ -479,7 +479,7 @@ static void on_hello_reply(session *s, const cJSON *reply)
                   unauthorized ? " (check --token-file)" : "");
 
         /* Retrying with the same token cannot succeed, so a worker without a
-         * trial leaves. One that holds a trial keeps retrying, because its
+         * trial leaves. One that has a trial keeps retrying, because its
          * results are lost otherwise and a restarted daemon may accept the
          * old token again. */
         if (unauthorized && !s->has_trial) {

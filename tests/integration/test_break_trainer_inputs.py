@@ -184,11 +184,14 @@ def test_checkpoint_not_regular_file():
     fifo = os.path.join(tmp, "ckpt.fifo")
     os.mkfifo(fifo)
     rc, _, err = sweep_train(["--data", data, "--resume", fifo])
-    assert rc == 1 and "is a FIFO" in err, f"FIFO checkpoint: exit status {rc}: {err[-200:]}"
+    assert rc == 1, f"FIFO checkpoint: exit status {rc}: {err[-200:]}"
+    assert "is a FIFO" in err, f"FIFO checkpoint: {err[-200:]}"
     rc, _, err = sweep_train(["--data", data, "--resume", tmp])
-    assert rc == 1 and "is a directory" in err, f"directory checkpoint: exit status {rc}: {err[-200:]}"
+    assert rc == 1, f"directory checkpoint: exit status {rc}: {err[-200:]}"
+    assert "is a directory" in err, f"directory checkpoint: {err[-200:]}"
     rc, _, err = sweep_train(["--data", data, "--resume", data])
-    assert rc == 1 and "bad magic" in err, f"dataset as checkpoint: exit status {rc}: {err[-200:]}"
+    assert rc == 1, f"dataset as checkpoint: exit status {rc}: {err[-200:]}"
+    assert "bad magic" in err, f"dataset as checkpoint: {err[-200:]}"
 
 
 def test_checkpoint_other_shape_rejected():
@@ -198,9 +201,13 @@ def test_checkpoint_other_shape_rejected():
     with open(path, "wb") as f:
         f.write(good)
     rc, _, err = sweep_train(["--data", data, "--resume", path, "--set", "d_model=16"])
-    assert rc == 1 and "does not match" in err and "d_model" in err, f"other shape: {rc}: {err[-200:]}"
+    assert rc == 1, f"other shape: exit status {rc}: {err[-200:]}"
+    assert "does not match" in err, f"other shape: {err[-200:]}"
+    assert "d_model" in err, f"other shape: {err[-200:]}"
     rc, _, err = sweep_train(["--data", data, "--resume", path, "--set", "optimizer=sm3"])
-    assert rc == 1 and "does not match" in err and "optimizer" in err, f"other optimizer: {rc}: {err[-200:]}"
+    assert rc == 1, f"other optimizer: exit status {rc}: {err[-200:]}"
+    assert "does not match" in err, f"other optimizer: {err[-200:]}"
+    assert "optimizer" in err, f"other optimizer: {err[-200:]}"
 
 
 if __name__ == "__main__":

@@ -217,7 +217,8 @@ def stop_and_wait(w):
     """Send SIGSTOP and return once the kernel reports the worker stopped."""
     w.proc.send_signal(signal.SIGSTOP)
     pid, status = os.waitpid(w.pid, os.WUNTRACED)
-    assert pid == w.pid and os.WIFSTOPPED(status), status
+    assert pid == w.pid, (pid, w.pid)
+    assert os.WIFSTOPPED(status), status
 
 
 def test_sigstop_sigcont_heartbeats_resume():
