@@ -113,7 +113,7 @@ static int send_lease(sim_worker *w, uint64_t due_ns)
 
 /* The daemon's counters from the stats op, for the deltas of one run. */
 typedef struct daemon_stats {
-    double requests, commits, commit_seconds, max_batch, cpu_seconds;
+    double requests, commits, commit_seconds, syncs, sync_seconds, max_batch, cpu_seconds;
 } daemon_stats;
 
 static int read_stats(const char *socket_path, daemon_stats *out)
@@ -132,6 +132,8 @@ static int read_stats(const char *socket_path, daemon_stats *out)
         out->requests = cJSON_GetNumberValue(cJSON_GetObjectItem(reply, "requests"));
         out->commits = cJSON_GetNumberValue(cJSON_GetObjectItem(reply, "commits"));
         out->commit_seconds = cJSON_GetNumberValue(cJSON_GetObjectItem(reply, "commit_seconds"));
+        out->syncs = cJSON_GetNumberValue(cJSON_GetObjectItem(reply, "syncs"));
+        out->sync_seconds = cJSON_GetNumberValue(cJSON_GetObjectItem(reply, "sync_seconds"));
         out->max_batch = cJSON_GetNumberValue(cJSON_GetObjectItem(reply, "max_batch"));
         out->cpu_seconds = cJSON_GetNumberValue(cJSON_GetObjectItem(reply, "cpu_seconds"));
     }
@@ -283,15 +285,17 @@ static int run_workers(const char *socket_path, int nworkers, long lifecycles, d
     qsort(lat, (size_t)nlat, sizeof(*lat), cmp_u64);
     double p50 = nlat ? (double)lat[nlat / 2] / 1e3 : 0, p99 = nlat ? (double)lat[(size_t)((double)nlat * 0.99)] / 1e3 : 0;
     double commits = after.commits - before.commits;
+    double syncs = after.syncs - before.syncs;
     /* The stats request of "before" is counted in the run; it is one request. */
     double requests = after.requests - before.requests - 1;
     printf("{\"workers\":%d,\"rate\":%.0f,\"lifecycles\":%ld,\"seconds\":%.3f,\"lifecycles_per_s\":%.0f,"
            "\"lease_p50_us\":%.0f,\"lease_p99_us\":%.0f,\"out_of_trials\":%ld,\"commits_per_s\":%.0f,"
-           "\"requests_per_commit\":%.1f,\"commit_ms_mean\":%.2f,\"max_batch\":%.0f,"
-           "\"daemon_cpu_us_per_request\":%.1f}\n",
+           "\"requests_per_commit\":%.1f,\"commit_ms_mean\":%.2f,\"syncs_per_s\":%.0f,\"sync_ms_mean\":%.2f,"
+           "\"max_batch\":%.0f,\"daemon_cpu_us_per_request\":%.1f}\n",
            nworkers, rate, done, secs, (double)done / secs, p50, p99, idle, commits / secs,
            commits > 0 ? requests / commits : 0.0,
-           commits > 0 ? 1e3 * (after.commit_seconds - before.commit_seconds) / commits : 0.0, after.max_batch,
+           commits > 0 ? 1e3 * (after.commit_seconds - before.commit_seconds) / commits : 0.0, syncs / secs,
+           syncs > 0 ? 1e3 * (after.sync_seconds - before.sync_seconds) / syncs : 0.0, after.max_batch,
            requests > 0 ? 1e6 * (after.cpu_seconds - before.cpu_seconds) / requests : 0.0);
     for (int i = 0; i < nworkers; i++) {
         close(ws[i].fd);

@@ -259,6 +259,8 @@ void ops_stats(request *req)
     cJSON_AddNumberToObject(fields, "requests", (double)srv->requests);
     cJSON_AddNumberToObject(fields, "commits", (double)store_commit_count(srv->st));
     cJSON_AddNumberToObject(fields, "commit_seconds", (double)srv->commit_ns / 1e9);
+    cJSON_AddNumberToObject(fields, "syncs", (double)srv->syncs);
+    cJSON_AddNumberToObject(fields, "sync_seconds", (double)srv->sync_ns / 1e9);
     cJSON_AddNumberToObject(fields, "max_batch", (double)srv->max_batch);
     cJSON_AddNumberToObject(fields, "leases", (double)srv->leases);
     cJSON_AddNumberToObject(fields, "completions", (double)srv->completions);

@@ -112,7 +112,10 @@ static void queue_line(conn *c, const char *text, size_t len, char *id_text)
     item->text = line;
     item->len = len + 1;
     item->id_text = id_text;
-    item->needs_commit = store_in_transaction(c->srv->st);
+    /* Output queued inside a transaction reports on the commit that ends it;
+     * output queued outside one may show the newest commit, which is not
+     * durable until its sync completes. */
+    item->epoch = c->srv->commit_epoch + (store_in_transaction(c->srv->st) ? 1 : 0);
     if (c->out_tail)
         c->out_tail->next = item;
     else
@@ -329,7 +332,8 @@ static void free_items(conn *c)
     c->out_head = c->out_tail = NULL;
 }
 
-/* Writes all queued items of c in one uv_write. */
+/* Writes the queued items of c whose commit is durable, in order and in one
+ * uv_write; the first item still waiting for a sync stops the batch. */
 static void flush_conn(conn *c)
 {
     if (c->closing || !c->out_head) {
@@ -337,9 +341,15 @@ static void flush_conn(conn *c)
             free_items(c);
         return;
     }
+    uint64_t synced = c->srv->synced_epoch;
     size_t total = 0;
-    for (out_item *item = c->out_head; item; item = item->next)
-        total += item->len;
+    out_item *stop = c->out_head;
+    while (stop && stop->epoch <= synced) {
+        total += stop->len;
+        stop = stop->next;
+    }
+    if (total == 0)
+        return;
     if (c->writing_bytes + total > MAX_OUTPUT_BYTES) {
         log_warn("server", "conn=%" PRIu64 " peer=%s has %zu bytes of unread output; closing it as too slow",
                  c->number, c->peer, c->writing_bytes + total);
@@ -355,11 +365,17 @@ static void flush_conn(conn *c)
         return;
     }
     size_t off = 0;
-    for (out_item *item = c->out_head; item; item = item->next) {
+    while (c->out_head != stop) {
+        out_item *item = c->out_head;
         memcpy(w->data + off, item->text, item->len);
         off += item->len;
+        c->out_head = item->next;
+        free(item->text);
+        cJSON_free(item->id_text);
+        free(item);
     }
-    free_items(c);
+    if (!c->out_head)
+        c->out_tail = NULL;
     if (c->sink) {
         c->sink(c->sink_arg, w->data, total);
         free(w);
@@ -385,18 +401,20 @@ static void fail_uncommitted(server *srv, int err)
     enum proto_error code = err == STORE_ERR_FULL ? PROTO_ERR_DISK_FULL : PROTO_ERR_STORAGE;
     const char *message = err == STORE_ERR_FULL ? "the database is full; nothing was stored; free disk space and retry"
                                                 : "the commit failed; nothing was stored; see the daemon log";
+    uint64_t failed = srv->commit_epoch + 1;
     for (conn *c = srv->dirty_head; c; c = c->dirty_next) {
         out_item **link = &c->out_head;
         c->out_tail = NULL;
         while (*link) {
             out_item *item = *link;
-            if (item->needs_commit && !item->id_text) {
+            if (item->epoch == failed && !item->id_text) {
                 *link = item->next;
                 free(item->text);
                 free(item);
                 continue;
             }
-            if (item->needs_commit) {
+            if (item->epoch == failed) {
+                item->epoch = 0;
                 char *text = error_text(item->id_text, code, message);
                 size_t len = text ? strlen(text) : 0;
                 char *line = text ? malloc(len + 2) : NULL;
@@ -416,6 +434,97 @@ static void fail_uncommitted(server *srv, int err)
     }
 }
 
+/* ---- durable acknowledgements ---------------------------------------------- */
+
+static void sync_start(server *srv);
+
+/* Writes what c may write now; output still waiting for a sync parks c until
+ * sync_done releases it. */
+static void flush_or_park(conn *c)
+{
+    flush_conn(c);
+    if (!c->closing && c->out_head && !c->parked) {
+        c->parked = 1;
+        c->parked_next = c->srv->parked_head;
+        c->srv->parked_head = c;
+    }
+    maybe_close_after_flush(c);
+}
+
+/* Pool thread: no loop or connection state is touched here. */
+static void sync_work(uv_work_t *req)
+{
+    server *srv = req->data;
+    srv->sync_errno = store_wal_sync(srv->st);
+}
+
+/* Loop thread, after sync_work: the commits up to sync_target are durable,
+ * so the output that waited for them is written now. */
+static void sync_done(uv_work_t *req, int status)
+{
+    server *srv = req->data;
+    srv->sync_busy = 0;
+    srv->syncs++;
+    srv->sync_ns += uv_hrtime() - srv->sync_started_ns;
+    int err = status < 0 ? -status : srv->sync_errno;
+    if (err != 0) {
+        /* After a failed fdatasync the kernel may have dropped the dirty
+         * pages, and a retry can report success without writing them. The
+         * commits cannot be promised durable, and replying with errors
+         * would claim they did not happen: stop, and let the restart recover
+         * from what reached the disk. */
+        log_error("server", "syncing the WAL failed: %s; commits %" PRIu64 " to %" PRIu64
+                  " cannot be acknowledged; exiting so a restart recovers from the disk",
+                  strerror(err), srv->synced_epoch + 1, srv->sync_target);
+        _exit(3);
+    }
+    srv->synced_epoch = srv->sync_target;
+
+    conn *c = srv->parked_head;
+    srv->parked_head = NULL;
+    while (c) {
+        conn *next = c->parked_next;
+        c->parked = 0;
+        c->parked_next = NULL;
+        flush_or_park(c);
+        c = next;
+    }
+    sync_start(srv);
+}
+
+/* Starts a sync covering every commit so far, unless one is in flight (its
+ * completion starts the next). */
+static void sync_start(server *srv)
+{
+    if (srv->sync_busy || srv->synced_epoch == srv->commit_epoch)
+        return;
+    srv->sync_target = srv->commit_epoch;
+    srv->sync_started_ns = uv_hrtime();
+    srv->sync_work.data = srv;
+    int rc = uv_queue_work(srv->loop, &srv->sync_work, sync_work, sync_done);
+    if (rc == 0) {
+        srv->sync_busy = 1;
+        return;
+    }
+    /* libuv refuses only invalid arguments; sync in place rather than hold
+     * the replies forever. */
+    log_warn("server", "queueing a WAL sync failed: %s; syncing on the loop thread", uv_strerror(rc));
+    srv->sync_busy = 1;
+    sync_work(&srv->sync_work);
+    sync_done(&srv->sync_work, 0);
+}
+
+/* After a successful commit: in durable mode the output waits for a sync,
+ * otherwise the commit is acknowledged at once. */
+static void committed(server *srv)
+{
+    srv->commit_epoch++;
+    if (store_durable(srv->st))
+        sync_start(srv);
+    else
+        srv->synced_epoch = srv->commit_epoch;
+}
+
 /* The end of every loop iteration: serve held leases, commit, write. */
 static void flush_all(server *srv)
 {
@@ -431,6 +540,8 @@ static void flush_all(server *srv)
         if (err != 0) {
             log_error("server", "group commit failed (%d); replying with an error to the requests it contained", err);
             fail_uncommitted(srv, err);
+        } else {
+            committed(srv);
         }
     }
     conn *c = srv->dirty_head;
@@ -439,8 +550,7 @@ static void flush_all(server *srv)
         conn *next = c->dirty_next;
         c->dirty = 0;
         c->dirty_next = NULL;
-        flush_conn(c);
-        maybe_close_after_flush(c);
+        flush_or_park(c);
         c = next;
     }
     if (srv->idle_active) {
@@ -461,10 +571,16 @@ static void on_close(uv_handle_t *handle)
     linebuf_free(&c->in);
     free(c->held);
     cJSON_Delete(c->wait_id);
-    /* Unlink from the dirty list if it is still there. */
+    /* Unlink from the dirty and parked lists if it is still there. */
     for (conn **link = &srv->dirty_head; *link; link = &(*link)->dirty_next) {
         if (*link == c) {
             *link = c->dirty_next;
+            break;
+        }
+    }
+    for (conn **link = &srv->parked_head; c->parked && *link; link = &(*link)->parked_next) {
+        if (*link == c) {
+            *link = c->parked_next;
             break;
         }
     }

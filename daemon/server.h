@@ -46,7 +46,8 @@ typedef struct out_item {
     char *text;       /* one line with its '\n' */
     size_t len;
     char *id_text;    /* the request id as JSON, NULL for events */
-    int needs_commit; /* queued while a transaction was open */
+    uint64_t epoch;   /* the commit it reports on (server.commit_epoch numbering);
+                         written once that commit is durable */
 } out_item;
 
 typedef struct server server;
@@ -77,6 +78,8 @@ typedef struct conn {
     out_item *out_head, *out_tail;
     int dirty;
     struct conn *dirty_next;
+    int parked;             /* output waits for a WAL sync */
+    struct conn *parked_next;
     size_t writing_bytes;   /* handed to uv_write, not yet completed */
     server_output_fn sink;  /* set for a connection without a socket */
     void *sink_arg;
@@ -146,7 +149,20 @@ struct server {
     uint64_t requests;         /* request lines dispatched to a handler */
     uint64_t batch_requests;   /* requests dispatched since the last commit */
     uint64_t max_batch;        /* most requests covered by one commit */
-    uint64_t commit_ns;        /* time spent in COMMIT (its fsync included) */
+    uint64_t commit_ns;        /* time spent in COMMIT */
+    /* Durable acknowledgements. Commits are numbered from 1; output that
+     * reports on commit n is written once synced_epoch >= n. One WAL sync
+     * runs at a time on a libuv pool thread and covers every commit up to
+     * sync_target; commits made meanwhile wait for the next one. */
+    uint64_t commit_epoch;     /* commits made by this server */
+    uint64_t synced_epoch;     /* commits known durable */
+    uint64_t sync_target;      /* the commit the sync in flight covers */
+    int sync_busy;
+    int sync_errno;            /* set by the pool thread, read after it */
+    uint64_t sync_started_ns;
+    uv_work_t sync_work;
+    conn *parked_head;         /* connections whose output waits for a sync */
+    uint64_t syncs, sync_ns;   /* for the stats op */
 
     /* Replies are printed here and copied into the output queue, one at a
      * time; a reply that does not fit is printed by cJSON_PrintUnformatted. */

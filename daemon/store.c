@@ -50,6 +50,7 @@
 
 #include "json_kinds.h"
 #include "log.h"
+#include "wal_sync.h"
 
 /* Prepared statements, compiled once at open. */
 #define STORE_STATEMENTS(X)                                                                       \
@@ -78,8 +79,10 @@
                      "(SELECT id FROM trials WHERE sweep = ?1 AND state IN ('pending', 'running'))") \
     X(PARAMS_CANCEL_PENDING, "UPDATE trial_params SET outcome = 'cancelled' WHERE trial IN "      \
                              "(SELECT id FROM trials WHERE sweep = ?1 AND state = 'pending')")    \
-    X(GROUP_COUNTS, "SELECT value, outcome, count(*) FROM trial_params WHERE sweep = ?1 "         \
-                    "AND name = ?2 AND outcome IS NOT NULL GROUP BY value, outcome")              \
+    X(GROUP_ROWS, "SELECT value, outcome, final_loss FROM trial_params WHERE sweep = ?1 "         \
+                  "AND name = ?2 AND outcome IS NOT NULL")                                        \
+    X(GROUP_ROWS_SORTED, "SELECT value, outcome, final_loss FROM trial_params WHERE sweep = ?1 "  \
+                         "AND name = ?2 AND outcome IS NOT NULL ORDER BY value")                  \
     X(TRIAL_GET, "SELECT state, attempt, lease, sweep, requeues, failures, checkpoint, "         \
                  "checkpoint_step FROM trials WHERE id = ?1")                                     \
     X(METRIC_INSERT, "INSERT OR IGNORE INTO metrics (trial, step, attempt, train_loss, val_loss) " \
@@ -110,6 +113,7 @@
     X(LOAD_SWEEPS, "SELECT id, name, state, spec, seed, size, target_reached, created_ms "       \
                    "FROM sweeps ORDER BY id")                                                     \
     X(LOAD_COUNTS, "SELECT state, count(*) FROM trials WHERE sweep = ?1 GROUP BY state")         \
+    X(LOAD_LOSSES, "SELECT id, final_loss FROM trials WHERE sweep = ?1 AND state = 'completed'") \
     X(LOAD_NEXT_INDEX, "SELECT max(idx) FROM trials WHERE sweep = ?1")
 
 enum store_statement {
@@ -147,6 +151,8 @@ typedef struct checkpointer {
 struct store {
     sqlite3 *db;
     checkpointer ckpt;
+    wal_sync wal;     /* used by store_wal_sync on a pool thread, nothing else */
+    int durable;      /* replies wait for store_wal_sync */
     sqlite3_stmt *stmt[ST_COUNT];
     int in_txn;
     int txn_error;   /* first error inside the open transaction, 0 if none */
@@ -275,8 +281,10 @@ void store_group_list_free(store_group_list *list)
 {
     if (!list)
         return;
-    for (size_t i = 0; i < list->count; i++)
+    for (size_t i = 0; i < list->count; i++) {
         free(list->groups[i].text);
+        tickets_losses_free(&list->groups[i].losses);
+    }
     free(list->groups);
     free(list->name);
     free(list);
@@ -361,6 +369,37 @@ static int group_find_or_add(store_group_list *list, sqlite3_stmt *s, int col, s
     return 0;
 }
 
+/* Reads the finished entries of (sweep, name) into list with the statement
+ * which. Returns 0, STORE_ERR_NOMEM, or 1 when a new value would make more
+ * than max groups. */
+static int group_rows_read(store *st, store_sweep *sw, const char *name, enum store_statement which,
+                           size_t max, store_group_list *list)
+{
+    sqlite3_stmt *s = stmt_get(st, which);
+    sqlite3_bind_int64(s, 1, sw->id);
+    sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
+    int rc, err = 0;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        store_group *g;
+        if (group_find_or_add(list, s, 0, max, &g) != 0) {
+            err = list->count >= max ? 1 : STORE_ERR_NOMEM;
+            break;
+        }
+        int state = store_trial_state_parse((const char *)sqlite3_column_text(s, 1));
+        if (state < 0)
+            continue;
+        g->counts[state]++;
+        if (state == TRIAL_COMPLETED && tickets_losses_add(&g->losses, sqlite3_column_double(s, 2)) != 0) {
+            err = STORE_ERR_NOMEM;
+            break;
+        }
+    }
+    sqlite3_reset(s);
+    if (err == 0 && rc != SQLITE_DONE)
+        err = sql_fail(st, rc, "reading trials per parameter value");
+    return err;
+}
+
 int store_group_counts(store *st, store_sweep *sw, const char *name, store_group_list **out)
 {
     *out = NULL;
@@ -371,29 +410,28 @@ int store_group_counts(store *st, store_sweep *sw, const char *name, store_group
         }
     }
 
-    /* One scan of the index range (sweep, name): rows come in value order. */
+    /* The finished entries come in trial order, each found by a binary
+     * search among the groups so far. A parameter with more values than the
+     * cache holds is read again sorted by value, so that each new group is
+     * appended instead of inserted. */
     store_group_list *list = calloc(1, sizeof(*list));
     if (!list || !(list->name = strdup(name))) {
         free(list);
         return STORE_ERR_NOMEM;
     }
-    sqlite3_stmt *s = stmt_get(st, ST_GROUP_COUNTS);
-    sqlite3_bind_int64(s, 1, sw->id);
-    sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
-    int rc, err = 0;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        store_group *g;
-        if (group_find_or_add(list, s, 0, SIZE_MAX, &g) != 0) {
-            err = STORE_ERR_NOMEM;
-            break;
+    int err = group_rows_read(st, sw, name, ST_GROUP_ROWS, STORE_MAX_CACHED_GROUPS, list);
+    if (err == 1) {
+        char *kept = list->name;
+        list->name = NULL;
+        store_group_list_free(list);
+        list = calloc(1, sizeof(*list));
+        if (!list) {
+            free(kept);
+            return STORE_ERR_NOMEM;
         }
-        int state = store_trial_state_parse((const char *)sqlite3_column_text(s, 1));
-        if (state >= 0)
-            g->counts[state] = sqlite3_column_int64(s, 2);
+        list->name = kept;
+        err = group_rows_read(st, sw, name, ST_GROUP_ROWS_SORTED, SIZE_MAX, list);
     }
-    sqlite3_reset(s);
-    if (err == 0 && rc != SQLITE_DONE)
-        err = sql_fail(st, rc, "counting trials per parameter value");
     if (err != 0) {
         store_group_list_free(list);
         return err;
@@ -412,6 +450,7 @@ static void sweep_free(store_sweep *sw)
     if (!sw)
         return;
     group_lists_drop(sw);
+    tickets_losses_free(&sw->losses);
     spec_free(sw->spec);
     free(sw->name);
     free(sw);
@@ -462,6 +501,21 @@ static sweep_spec *compile_stored_spec(int64_t id, const char *text)
     return spec;
 }
 
+/* Adds a completed trial's final loss to the sweep's losses and best.
+ * Returns 0 or STORE_ERR_NOMEM with sw unchanged. */
+static int sweep_note_completed(store_sweep *sw, int64_t trial, double final_loss)
+{
+    if (tickets_losses_add(&sw->losses, final_loss) != 0)
+        return STORE_ERR_NOMEM;
+    int maximize = sw->spec && spec_metric_maximize(sw->spec);
+    int better = maximize ? final_loss > sw->best_loss : final_loss < sw->best_loss;
+    if (sw->best_trial == 0 || better || (final_loss == sw->best_loss && trial < sw->best_trial)) {
+        sw->best_trial = trial;
+        sw->best_loss = final_loss;
+    }
+    return 0;
+}
+
 /* Rebuilds the sweep cache from the database. */
 static int cache_load(store *st)
 {
@@ -507,6 +561,18 @@ static int cache_load(store *st)
         sqlite3_reset(s);
         if (rc != SQLITE_DONE)
             return sql_fail(st, rc, "counting trials");
+
+        s = stmt_get(st, ST_LOAD_LOSSES);
+        sqlite3_bind_int64(s, 1, sw->id);
+        while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+            if (sweep_note_completed(sw, sqlite3_column_int64(s, 0), sqlite3_column_double(s, 1)) != 0) {
+                sqlite3_reset(s);
+                return STORE_ERR_NOMEM;
+            }
+        }
+        sqlite3_reset(s);
+        if (rc != SQLITE_DONE)
+            return sql_fail(st, rc, "loading final losses");
 
         s = stmt_get(st, ST_LOAD_NEXT_INDEX);
         sqlite3_bind_int64(s, 1, sw->id);
@@ -641,6 +707,7 @@ int store_open(const char *path, int synchronous_full, store **out, char *err, s
         snprintf(err, err_size, "out of memory");
         return STORE_ERR_NOMEM;
     }
+    st->wal.fd = -1;
     int rc = sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                              NULL);
     if (rc != SQLITE_OK) {
@@ -652,15 +719,23 @@ int store_open(const char *path, int synchronous_full, store **out, char *err, s
     sqlite3_busy_timeout(st->db, 5000);
 
     /* WAL lets readers (sqlite3 CLI, backups) look while the daemon writes.
-     * The page cache is 64 MiB instead of SQLite's default 2 MiB, because
+     * SQLite's synchronous is NORMAL in both modes: COMMIT writes the WAL
+     * frames without fsync. In durable mode (synchronous_full) the server
+     * acknowledges a commit only after store_wal_sync(), run off the event
+     * loop, so one fdatasync covers several commits and the loop never waits
+     * for the disk. The page cache is 64 MiB instead of SQLite's default 2 MiB, because
      * each finished trial updates index pages at random positions (final_loss
      * order). At 1M trials those indexes are tens of MiB, and a small cache
      * makes most lifecycles read pages back from the operating system. */
-    char pragmas[256];
-    snprintf(pragmas, sizeof(pragmas),
-             "PRAGMA journal_mode = WAL; PRAGMA synchronous = %s; PRAGMA cache_size = -65536;",
-             synchronous_full ? "FULL" : "NORMAL");
-    int err_rc = exec_sql(st->db, pragmas, err, err_size);
+    st->durable = synchronous_full != 0;
+    const char *wal_path = sqlite3_filename_wal(sqlite3_db_filename(st->db, "main"));
+    if (wal_sync_init(&st->wal, wal_path) != 0) {
+        snprintf(err, err_size, "out of memory");
+        store_close(st);
+        return STORE_ERR_NOMEM;
+    }
+    int err_rc = exec_sql(st->db, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA cache_size = -65536;",
+                          err, err_size);
     if (err_rc == 0)
         err_rc = migrate(st->db, path, err, err_size);
     if (err_rc == 0)
@@ -718,6 +793,10 @@ static int checkpointer_start(store *st, const char *path)
 {
     checkpointer *c = &st->ckpt;
     int rc = sqlite3_open_v2(path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX, NULL);
+    /* A checkpoint syncs the WAL before it copies frames and the database
+     * file before the WAL may restart; FULL states that explicitly. */
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(c->db, "PRAGMA synchronous = FULL", NULL, NULL, NULL);
     if (rc != SQLITE_OK) {
         log_warn("store", "opening a checkpoint connection to %s failed: %s; the daemon checkpoints the WAL itself",
                  path, c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc));
@@ -791,8 +870,13 @@ void store_close(store *st)
         if (rc != SQLITE_OK)
             log_error("store", "closing the database failed: %s", sqlite3_errstr(rc));
     }
+    wal_sync_free(&st->wal);
     free(st);
 }
+
+int store_durable(const store *st) { return st->durable; }
+
+int store_wal_sync(store *st) { return wal_sync_run(&st->wal); }
 
 int store_commit(store *st)
 {
@@ -1388,6 +1472,8 @@ static int params_end(store *st, store_sweep *sw, int64_t trial, enum trial_stat
             store_group *g;
             if (group_find_or_add(list, s, 1, STORE_MAX_CACHED_GROUPS, &g) != 0)
                 dropped = 1;
+            else if (state == TRIAL_COMPLETED && tickets_losses_add(&g->losses, final_loss) != 0)
+                dropped = 1;
             else
                 g->counts[state]++;
         }
@@ -1424,6 +1510,12 @@ static int trial_end(store *st, int64_t trial, int64_t sweep, enum trial_state s
         err = params_end(st, sw, trial, state, final_loss);
     if (err != 0)
         return err;
+    if (sw && state == TRIAL_COMPLETED && (err = sweep_note_completed(sw, trial, final_loss)) != 0) {
+        /* Failing the transaction makes the commit reload the cache. */
+        if (st->txn_error == 0)
+            st->txn_error = err;
+        return err;
+    }
     if (sw) {
         sw->counts[TRIAL_RUNNING]--;
         sw->counts[state]++;

@@ -15,6 +15,7 @@
 #include <cJSON.h>
 
 #include "spec.h"
+#include "tickets.h"
 
 struct sqlite3_stmt;
 
@@ -56,6 +57,7 @@ typedef struct store_group {
     double real;
     char *text;         /* owned; set for SQLITE_TEXT */
     int64_t counts[TRIAL_STATE_COUNT]; /* finished states only; pending and running stay 0 */
+    tickets_losses losses; /* final losses of the value's completed trials */
 } store_group;
 
 /* The groups of one parameter of a sweep, in SQLite's value order. */
@@ -81,13 +83,22 @@ typedef struct store_sweep {
     int target_reached;
     int64_t created_ms;
     int64_t counts[TRIAL_STATE_COUNT];
+    /* Final losses of every completed trial, loaded at open and appended to
+     * as trials complete: tickets and status read them instead of an index
+     * ordered by loss, which every completion would update at a random page. */
+    tickets_losses losses;
+    int64_t best_trial;   /* completed trial with the best final loss (metric
+                             goal), the lowest id among equals; 0 if none */
+    double best_loss;
     store_group_list *group_lists; /* parameters that grouped tickets asked for */
 } store_sweep;
 
 typedef struct store store;
 
 /* Opens (creating when missing) the database at path, sets WAL, foreign
- * keys, a busy timeout and synchronous FULL (synchronous_full != 0) or NORMAL,
+ * keys, a busy timeout and SQLite's synchronous=NORMAL; synchronous_full != 0
+ * makes the store durable (store_durable) and the server then syncs the WAL
+ * with store_wal_sync before it acknowledges a commit. It
  * applies the migrations above PRAGMA user_version and loads the sweep cache.
  * Returns 0 and sets *out, or a STORE_ERR_* with err describing the failure. */
 int store_open(const char *path, int synchronous_full, store **out, char *err, size_t err_size);
@@ -101,6 +112,16 @@ int store_commit(store *st);
 int store_in_transaction(const store *st);
 /* Counts the transactions committed since open (for logs and benchmarks). */
 uint64_t store_commit_count(const store *st);
+
+/* 1 when commits become durable only through store_wal_sync (opened with
+ * synchronous_full), 0 when a commit is acknowledged once it returns. */
+int store_durable(const store *st);
+
+/* fdatasync of the -wal file: every commit that returned before the call is
+ * durable when it returns 0; an errno value otherwise. It touches no SQLite
+ * connection, so a pool thread may run it while the loop thread commits, one
+ * call at a time. */
+int store_wal_sync(store *st);
 
 /* Sweeps, in creation order. The pointers stay valid until the next
  * store_commit() failure or store_close(). */
@@ -222,17 +243,17 @@ typedef struct store_trials_query {
     size_t where_count;   /* at most STORE_MAX_PARAM_MATCHES */
 } store_trials_query;
 
-/* Most values of one parameter whose counts a sweep keeps in memory. A
- * parameter with more values (a continuous learning rate) is counted by an
- * index scan on every request instead. */
+/* Most values of one parameter whose counts and losses a sweep keeps in
+ * memory. A parameter with more values (a continuous learning rate) is read
+ * by an index scan and a sort on every request instead. */
 #define STORE_MAX_CACHED_GROUPS 4096
 
-/* Sets *out to the finished-trial counts per value of parameter name. The
- * first request scans the trial_params index once. The list is then cached in
- * sw and updated by every trial that finishes, until a cancel or a failed
- * commit drops it. A list with cached == 0 (more than STORE_MAX_CACHED_GROUPS
- * values) belongs to the caller: free it with store_group_list_free. Returns
- * 0 or a STORE_ERR_*. */
+/* Sets *out to the finished-trial counts and completed losses per value of
+ * parameter name. The first request scans the finished trials' entries of
+ * the trial_params index once. The list is then cached in sw and updated by
+ * every trial that finishes, until a cancel or a failed commit drops it. A
+ * list with cached == 0 (more than STORE_MAX_CACHED_GROUPS values) belongs to
+ * the caller: free it with store_group_list_free. Returns 0 or a STORE_ERR_*. */
 int store_group_counts(store *st, store_sweep *sw, const char *name, store_group_list **out);
 void store_group_list_free(store_group_list *list);
 

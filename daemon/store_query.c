@@ -1,9 +1,9 @@
 /* Read-only queries behind the status, trials and tickets operations. They
  * prepare their statements per call (these operations are rare next to leases)
- * and build reply fields into a cJSON object. Counts come from the sweep cache
- * and its group counts. Losses come from the covering indexes trials(sweep,
- * state, final_loss) and trial_params(sweep, name, value, state, final_loss),
- * so a 1M-trial sweep is summarised without reading table rows.
+ * and build reply fields into a cJSON object. Status and tickets read the
+ * sweep cache: counts per state, the completed trials' final losses and the
+ * best trial, and per parameter value the group lists of store_group_counts.
+ * A 1M-trial sweep is summarised without reading a row.
  */
 #include <inttypes.h>
 #include <math.h>
@@ -40,7 +40,7 @@ static cJSON *add_column(cJSON *obj, const char *name, sqlite3_stmt *s, int col)
 
 int store_query_status(store *st, store_sweep *sw, cJSON *obj)
 {
-    sqlite3 *db = store_db(st);
+    (void)st;
     cJSON_AddNumberToObject(obj, "sweep", (double)sw->id);
     cJSON_AddStringToObject(obj, "name", sw->name);
     cJSON_AddStringToObject(obj, "state", store_sweep_state_name(sw->state));
@@ -61,29 +61,13 @@ int store_query_status(store *st, store_sweep *sw, cJSON *obj)
     if (!cJSON_GetObjectItem(obj, "done"))
         return STORE_ERR_NOMEM;
 
-    /* Best by the covering index: the first or last completed final_loss. */
-    int maximize = sw->spec && spec_metric_maximize(sw->spec);
-    const char *sql = maximize
-        ? "SELECT id, final_loss FROM trials WHERE sweep = ?1 AND state = 'completed' "
-          "ORDER BY final_loss DESC LIMIT 1"
-        : "SELECT id, final_loss FROM trials WHERE sweep = ?1 AND state = 'completed' "
-          "ORDER BY final_loss LIMIT 1";
-    sqlite3_stmt *s = NULL;
-    int rc = sqlite3_prepare_v2(db, sql, -1, &s, NULL);
-    if (rc != SQLITE_OK)
-        return query_fail(db, rc, "preparing the status query");
-    sqlite3_bind_int64(s, 1, sw->id);
-    rc = sqlite3_step(s);
-    if (rc == SQLITE_ROW) {
-        store_json_add_loss(obj, "best_loss", sqlite3_column_double(s, 1));
-        cJSON_AddNumberToObject(obj, "best_trial", (double)sqlite3_column_int64(s, 0));
-    } else if (rc == SQLITE_DONE) {
+    if (sw->best_trial != 0) {
+        store_json_add_loss(obj, "best_loss", sw->best_loss);
+        cJSON_AddNumberToObject(obj, "best_trial", (double)sw->best_trial);
+    } else {
         cJSON_AddNullToObject(obj, "best_loss");
         cJSON_AddNullToObject(obj, "best_trial");
     }
-    sqlite3_finalize(s);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-        return query_fail(db, rc, "reading the best trial");
     return 0;
 }
 
@@ -191,176 +175,15 @@ static void add_summary(cJSON *obj, const tickets_summary *sum)
     cJSON_AddNumberToObject(obj, "cancelled", (double)sum->cancelled);
 }
 
-/* The index queries behind one tickets summary. Placeholders: ?1 sweep,
- * ?2 threshold, ?3 parameter name, ?4 parameter value, ?5 limit, ?6 offset.
- * The overall statements read trials(sweep, state, final_loss); the group
- * statement reads trial_params(sweep, name, value, outcome, final_loss).
- * Every count is an index range and every loss an ordered position in one,
- * so nothing is loaded into memory. */
-typedef struct summary_statements {
-    sqlite3_stmt *winners; /* count of completed trials with final_loss < ?2 */
-    sqlite3_stmt *ranked;  /* completed final losses in order, LIMIT ?5 OFFSET ?6 */
-} summary_statements;
-
-static const char *const overall_sql[2] = {
-    "SELECT count(*) FROM trials WHERE sweep = ?1 AND state = 'completed' AND final_loss < ?2",
-    "SELECT final_loss FROM trials WHERE sweep = ?1 AND state = 'completed' "
-    "ORDER BY final_loss LIMIT ?5 OFFSET ?6",
-};
-
-/* One group's completed final losses in ascending order, with no limit: the
- * caller steps it only as far as it needs (see group_pass). */
-static const char group_sql[] =
-    "SELECT final_loss FROM trial_params WHERE sweep = ?1 AND name = ?3 AND value = ?4 "
-    "AND outcome = 'completed' ORDER BY final_loss";
-
-static int summary_prepare(sqlite3 *db, summary_statements *out)
+/* Counts per finished state from counts per trial state. */
+static tickets_counts finished_counts(const int64_t counts[TRIAL_STATE_COUNT])
 {
-    memset(out, 0, sizeof(*out));
-    int rc = sqlite3_prepare_v2(db, overall_sql[0], -1, &out->winners, NULL);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_prepare_v2(db, overall_sql[1], -1, &out->ranked, NULL);
-    if (rc != SQLITE_OK) {
-        sqlite3_finalize(out->winners);
-        out->winners = NULL;
-        return query_fail(db, rc, "preparing the tickets queries");
-    }
-    return 0;
-}
-
-static void summary_finalize(summary_statements *stmts)
-{
-    sqlite3_finalize(stmts->winners);
-    sqlite3_finalize(stmts->ranked);
-}
-
-/* Binds a cached group's value to placeholder ?4. */
-static void bind_group_value(sqlite3_stmt *s, const store_group *g)
-{
-    if (g->type == SQLITE_TEXT)
-        sqlite3_bind_text(s, 4, g->text, -1, SQLITE_STATIC);
-    else if (g->type == SQLITE_INTEGER)
-        sqlite3_bind_int64(s, 4, g->integer);
-    else
-        sqlite3_bind_double(s, 4, g->real);
-}
-
-/* Fills the counts of sum from counts per trial state (only the finished
- * states are read). The caller fills the winners, losses and interval. */
-static void summary_counts(const int64_t counts[TRIAL_STATE_COUNT], tickets_summary *sum)
-{
-    memset(sum, 0, sizeof(*sum));
-    sum->completed = (uint64_t)counts[TRIAL_COMPLETED];
-    sum->diverged = (uint64_t)counts[TRIAL_DIVERGED];
-    sum->failed = (uint64_t)counts[TRIAL_FAILED];
-    sum->cancelled = (uint64_t)counts[TRIAL_CANCELLED];
-    sum->finished = sum->completed + sum->diverged;
-    sum->best = sum->median = NAN;
-}
-
-static void summary_interval(tickets_summary *sum)
-{
-    sum->fraction = sum->finished ? (double)sum->winners / (double)sum->finished : 0.0;
-    tickets_wilson(sum->winners, sum->finished, &sum->low, &sum->high);
-}
-
-/* The median of n sorted losses is element (n-1)/2, averaged with the next
- * one when n is even. These return its first position and its length. */
-static uint64_t median_first(uint64_t n) { return (n - 1) / 2; }
-static uint64_t median_count(uint64_t n) { return n % 2 == 0 ? 2 : 1; }
-
-/* Overall winners by a range count on the trials index. */
-static int overall_winners(sqlite3 *db, summary_statements *stmts, int64_t sweep, double threshold,
-                           uint64_t *winners)
-{
-    sqlite3_stmt *s = stmts->winners;
-    sqlite3_reset(s);
-    sqlite3_bind_int64(s, 1, sweep);
-    sqlite3_bind_double(s, 2, threshold);
-    int rc = sqlite3_step(s);
-    if (rc == SQLITE_ROW)
-        *winners = (uint64_t)sqlite3_column_int64(s, 0);
-    sqlite3_reset(s);
-    return rc == SQLITE_ROW ? 0 : query_fail(db, rc, "counting winners");
-}
-
-/* Overall best and median by ordered offsets on the trials index: the first
- * entry, then the middle one or two. */
-static int overall_losses(sqlite3 *db, summary_statements *stmts, int64_t sweep, tickets_summary *sum)
-{
-    uint64_t n = sum->completed;
-    double values[2] = {NAN, NAN};
-    sqlite3_stmt *s = stmts->ranked;
-    for (int pass = 0; pass < 2; pass++) {
-        sqlite3_reset(s);
-        sqlite3_bind_int64(s, 1, sweep);
-        sqlite3_bind_int64(s, 5, pass == 0 ? 1 : (int64_t)median_count(n));
-        sqlite3_bind_int64(s, 6, pass == 0 ? 0 : (int64_t)median_first(n));
-        double acc = 0.0;
-        int64_t got = 0;
-        int rc;
-        while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-            acc += sqlite3_column_double(s, 0);
-            got++;
-        }
-        sqlite3_reset(s);
-        if (rc != SQLITE_DONE)
-            return query_fail(db, rc, "reading the median");
-        values[pass] = got ? acc / (double)got : NAN;
-    }
-    sum->has_loss = 1;
-    sum->best = values[0];
-    sum->median = values[1];
-    return 0;
-}
-
-/* One ordered pass over a group's completed final losses that yields the
- * winners count, the best loss and the median together. Losses ascend, so
- * the winners are a prefix and the pass stops after max(winners + 1, median
- * position + 2) entries. That is about half the group, where a winners count
- * and a median offset each walked about half of it before. Completed trials
- * always have a finite final loss (a non-finite one makes the trial
- * diverged), so no entry is NULL. */
-static int group_pass(sqlite3 *db, sqlite3_stmt *s, int64_t sweep, const char *name, const store_group *g,
-                      double threshold, tickets_summary *sum)
-{
-    sqlite3_reset(s);
-    sqlite3_bind_int64(s, 1, sweep);
-    sqlite3_bind_text(s, 3, name, -1, SQLITE_STATIC);
-    bind_group_value(s, g);
-
-    uint64_t n = sum->completed;
-    uint64_t first = n ? median_first(n) : 0;
-    uint64_t end = n ? first + median_count(n) : 0; /* one past the median entries */
-    uint64_t pos = 0, got = 0;
-    double acc = 0.0;
-    int counting = 1; /* still inside the prefix below the threshold */
-    int rc = SQLITE_DONE;
-    while ((pos < end || counting) && (rc = sqlite3_step(s)) == SQLITE_ROW) {
-        double loss = sqlite3_column_double(s, 0);
-        if (pos == 0)
-            sum->best = loss;
-        if (counting && loss < threshold)
-            sum->winners++;
-        else
-            counting = 0;
-        if (pos >= first && pos < end) {
-            acc += loss;
-            got++;
-        }
-        pos++;
-    }
-    if (rc == SQLITE_ROW)
-        rc = SQLITE_DONE; /* stopped early on purpose */
-    sqlite3_reset(s);
-    if (rc != SQLITE_DONE)
-        return query_fail(db, rc, "reading a group's losses");
-    if (n > 0) {
-        sum->has_loss = 1;
-        sum->median = got ? acc / (double)got : NAN;
-    }
-    summary_interval(sum);
-    return 0;
+    return (tickets_counts){
+        .completed = (uint64_t)counts[TRIAL_COMPLETED],
+        .diverged = (uint64_t)counts[TRIAL_DIVERGED],
+        .failed = (uint64_t)counts[TRIAL_FAILED],
+        .cancelled = (uint64_t)counts[TRIAL_CANCELLED],
+    };
 }
 
 /* Adds the value of a group to obj. */
@@ -374,49 +197,25 @@ static void add_group_value(cJSON *obj, const store_group *g)
         cJSON_AddNumberToObject(obj, "value", g->real);
 }
 
-/* Grouped tickets: counts per parameter value from the store's group list
- * (cached in memory after the first request), then one ordered pass per
- * group on the trial_params index (group_pass). The cost grows with the
- * larger of each group's winners and half its completed trials, not with
- * the sweep's other trials. The groups' winners and best losses are summed
- * into *derived when the groups hold every completed trial of the sweep. */
-typedef struct derived_overall {
-    int complete;     /* the groups' completed counts add up to the sweep's */
-    uint64_t winners; /* sum of the groups' winners */
-    double best;      /* least of the groups' best losses; NAN if none */
-} derived_overall;
-
-static int tickets_grouped(store *st, store_sweep *sw, const char *by, double threshold, cJSON *groups,
-                           derived_overall *derived)
+/* Grouped tickets: one summary per value of parameter by that has a finished
+ * trial, from the store's group list (cached in memory after the first
+ * request). Each summary is linear in the value's completed trials. */
+static int tickets_grouped(store *st, store_sweep *sw, const char *by, double threshold, cJSON *groups)
 {
-    sqlite3 *db = store_db(st);
     store_group_list *list = NULL;
     int err = store_group_counts(st, sw, by, &list);
     if (err != 0)
         return err;
-    sqlite3_stmt *s = NULL;
-    int rc = sqlite3_prepare_v2(db, group_sql, -1, &s, NULL);
-    if (rc != SQLITE_OK)
-        err = query_fail(db, rc, "preparing the grouped tickets query");
-    uint64_t completed = 0;
-    derived->winners = 0;
-    derived->best = NAN;
-    for (size_t i = 0; err == 0 && i < list->count; i++) {
-        const store_group *g = &list->groups[i];
+    for (size_t i = 0; i < list->count; i++) {
+        store_group *g = &list->groups[i];
         int64_t finished = 0;
         for (int k = TRIAL_COMPLETED; k < TRIAL_STATE_COUNT; k++)
             finished += g->counts[k];
         if (finished == 0)
             continue; /* every trial of this value is pending or running */
+        tickets_counts counts = finished_counts(g->counts);
         tickets_summary sum;
-        summary_counts(g->counts, &sum);
-        err = group_pass(db, s, sw->id, by, g, threshold, &sum);
-        if (err != 0)
-            break;
-        completed += sum.completed;
-        derived->winners += sum.winners;
-        if (sum.has_loss && !(derived->best <= sum.best))
-            derived->best = sum.best;
+        tickets_summarize(&counts, &g->losses, threshold, &sum);
         cJSON *obj = cJSON_CreateObject();
         if (!obj || !cJSON_AddItemToArray(groups, obj)) {
             cJSON_Delete(obj);
@@ -426,34 +225,8 @@ static int tickets_grouped(store *st, store_sweep *sw, const char *by, double th
         add_group_value(obj, g);
         add_summary(obj, &sum);
     }
-    sqlite3_finalize(s);
-    derived->complete = err == 0 && completed == (uint64_t)sw->counts[TRIAL_COMPLETED];
     if (!list->cached)
         store_group_list_free(list);
-    return err;
-}
-
-/* The overall summary: counts from the sweep cache, the median from the
- * trials index, and the winners and best loss from the groups when they hold
- * every completed trial (derived), else from the trials index too. */
-static int tickets_overall(sqlite3 *db, store_sweep *sw, double threshold, const derived_overall *derived,
-                           tickets_summary *sum)
-{
-    summary_statements stmts;
-    int err = summary_prepare(db, &stmts);
-    if (err != 0)
-        return err;
-    summary_counts(sw->counts, sum);
-    if (derived && derived->complete)
-        sum->winners = derived->winners;
-    else
-        err = overall_winners(db, &stmts, sw->id, threshold, &sum->winners);
-    if (err == 0) {
-        summary_interval(sum);
-        if (sum->completed > 0)
-            err = overall_losses(db, &stmts, sw->id, sum);
-    }
-    summary_finalize(&stmts);
     return err;
 }
 
@@ -462,29 +235,17 @@ int store_query_tickets(store *st, int64_t sweep, double threshold, const char *
     store_sweep *sw = store_sweep_find(st, sweep);
     if (!sw)
         return STORE_ERR_NOT_FOUND;
-    /* The groups go first so the overall summary can reuse their sums; the
-     * reply still lists "overall" before "groups". */
-    cJSON *groups = NULL;
-    derived_overall derived = {0};
-    int err = 0;
-    if (by) {
-        groups = cJSON_CreateArray();
-        err = groups ? tickets_grouped(st, sw, by, threshold, groups, &derived) : STORE_ERR_NOMEM;
-    }
+    tickets_counts counts = finished_counts(sw->counts);
     tickets_summary overall;
-    if (err == 0)
-        err = tickets_overall(store_db(st), sw, threshold, by ? &derived : NULL, &overall);
-    cJSON *o = err == 0 ? cJSON_AddObjectToObject(obj, "overall") : NULL;
-    if (err == 0 && !o)
-        err = STORE_ERR_NOMEM;
-    if (err == 0)
-        add_summary(o, &overall);
-    if (err == 0 && groups) {
-        if (!cJSON_AddItemToObject(obj, "groups", groups))
-            err = STORE_ERR_NOMEM;
-        else
-            groups = NULL;
-    }
-    cJSON_Delete(groups);
-    return err;
+    tickets_summarize(&counts, &sw->losses, threshold, &overall);
+    cJSON *o = cJSON_AddObjectToObject(obj, "overall");
+    if (!o)
+        return STORE_ERR_NOMEM;
+    add_summary(o, &overall);
+    if (!by)
+        return 0;
+    cJSON *groups = cJSON_AddArrayToObject(obj, "groups");
+    if (!groups)
+        return STORE_ERR_NOMEM;
+    return tickets_grouped(st, sw, by, threshold, groups);
 }

@@ -1,6 +1,6 @@
-/* Winning-ticket arithmetic: the Wilson score interval and the per-group
- * accumulator described in tickets.h. The median uses selection (expected
- * linear time), so a 1M-trial group needs no sort.
+/* Winning-ticket arithmetic: the Wilson score interval and the group summary
+ * described in tickets.h. The median uses selection (expected linear time),
+ * so a 1M-trial group needs no sort.
  */
 #include "tickets.h"
 
@@ -33,54 +33,24 @@ void tickets_wilson(uint64_t k, uint64_t n, double *low, double *high)
     *high = k == n ? 1.0 : fmin(1.0, center + half);
 }
 
-void tickets_group_init(tickets_group *g)
+int tickets_losses_add(tickets_losses *l, double loss)
 {
-    *g = (tickets_group){ 0 };
-}
-
-void tickets_group_free(tickets_group *g)
-{
-    free(g->losses);
-    *g = (tickets_group){ 0 };
-}
-
-int tickets_group_add(tickets_group *g, enum tickets_outcome outcome, double final_loss,
-                      double threshold)
-{
-    int finished = outcome == TICKETS_COMPLETED || outcome == TICKETS_DIVERGED;
-
-    /* Grow first so a failed allocation leaves every count unchanged. */
-    if (finished && isfinite(final_loss) && g->loss_count == g->loss_cap) {
-        size_t cap = g->loss_cap ? g->loss_cap * 2 : 64;
-        double *grown = realloc(g->losses, cap * sizeof(*grown));
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 64;
+        double *grown = realloc(l->v, cap * sizeof(*grown));
         if (!grown)
             return -1;
-        g->losses = grown;
-        g->loss_cap = cap;
+        l->v = grown;
+        l->cap = cap;
     }
-
-    switch (outcome) {
-    case TICKETS_COMPLETED:
-        g->completed++;
-        if (isfinite(final_loss) && final_loss < threshold)
-            g->winners++;
-        break;
-    case TICKETS_DIVERGED:
-        g->diverged++;
-        break;
-    case TICKETS_FAILED:
-        g->failed++;
-        break;
-    case TICKETS_CANCELLED:
-        g->cancelled++;
-        break;
-    }
-    if (finished) {
-        g->finished++;
-        if (isfinite(final_loss))
-            g->losses[g->loss_count++] = final_loss;
-    }
+    l->v[l->n++] = loss;
     return 0;
+}
+
+void tickets_losses_free(tickets_losses *l)
+{
+    free(l->v);
+    *l = (tickets_losses){0};
 }
 
 /* Moves the k-th smallest of v[0..n) to v[k], with no larger value before it
@@ -114,37 +84,39 @@ static void select_kth(double *v, size_t n, size_t k_index)
     }
 }
 
-void tickets_group_summary(tickets_group *g, tickets_summary *out)
+void tickets_summarize(const tickets_counts *counts, tickets_losses *l, double threshold, tickets_summary *out)
 {
-    size_t n = g->loss_count;
-
-    out->finished = g->finished;
-    out->completed = g->completed;
-    out->diverged = g->diverged;
-    out->failed = g->failed;
-    out->cancelled = g->cancelled;
-    out->winners = g->winners;
-    out->fraction = g->finished ? (double)g->winners / (double)g->finished : 0.0;
-    tickets_wilson(g->winners, g->finished, &out->low, &out->high);
-
-    out->has_loss = n > 0;
+    size_t n = l->n;
+    double *v = l->v;
+    out->completed = counts->completed;
+    out->diverged = counts->diverged;
+    out->failed = counts->failed;
+    out->cancelled = counts->cancelled;
+    out->finished = counts->completed + counts->diverged;
+    out->winners = 0;
     out->best = NAN;
     out->median = NAN;
-    if (n == 0)
-        return;
+    out->has_loss = n > 0;
+    if (n > 0) {
+        out->best = v[0];
+        uint64_t winners = 0;
+        for (size_t i = 0; i < n; i++) {
+            winners += v[i] < threshold;
+            out->best = fmin(out->best, v[i]);
+        }
+        out->winners = winners;
 
-    out->best = g->losses[0];
-    for (size_t i = 1; i < n; i++)
-        out->best = fmin(out->best, g->losses[i]);
-
-    /* Upper middle first; for an even count the lower middle is then the
-     * largest value below it. */
-    select_kth(g->losses, n, n / 2);
-    out->median = g->losses[n / 2];
-    if (n % 2 == 0) {
-        double lower = g->losses[0];
-        for (size_t i = 1; i < n / 2; i++)
-            lower = fmax(lower, g->losses[i]);
-        out->median = (lower + out->median) / 2.0;
+        /* Upper middle first; for an even count the lower middle is then the
+         * largest value below it. */
+        select_kth(v, n, n / 2);
+        out->median = v[n / 2];
+        if (n % 2 == 0) {
+            double lower = v[0];
+            for (size_t i = 1; i < n / 2; i++)
+                lower = fmax(lower, v[i]);
+            out->median = (lower + out->median) / 2.0;
+        }
     }
+    out->fraction = out->finished ? (double)out->winners / (double)out->finished : 0.0;
+    tickets_wilson(out->winners, out->finished, &out->low, &out->high);
 }

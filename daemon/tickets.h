@@ -1,13 +1,14 @@
 /* Winning-ticket arithmetic: the 95% Wilson score interval for a winning
- * fraction, and an accumulator that turns per-trial outcomes into the counts,
- * best and median loss of one group (the whole sweep, or one value of a
- * parameter). The SQL that feeds it lives with the daemon's storage code.
+ * fraction, and the summary of one group (the whole sweep, or one value of a
+ * parameter) from its counts per finished state and the final losses of its
+ * completed trials. The daemon keeps those losses in memory per sweep and
+ * per cached parameter value (daemon/store.c), so a summary reads no rows.
  *
  * Definitions: finished = completed + diverged; a winner is a completed trial
- * whose final validation loss is finite and below the threshold (diverged
- * trials never win); failed and cancelled trials are counted apart and are
- * not in the denominator; best and median are over finished trials with a
- * finite final loss.
+ * whose final validation loss is below the threshold (diverged trials never
+ * win, and a trial reported complete with a non-finite loss is stored as
+ * diverged); failed and cancelled trials are counted apart and are not in the
+ * denominator; best and median are over completed trials.
  */
 #ifndef SWEEPD_TICKETS_H
 #define SWEEPD_TICKETS_H
@@ -23,20 +24,16 @@
  * k == n gives high 1 exactly. */
 void tickets_wilson(uint64_t k, uint64_t n, double *low, double *high);
 
-enum tickets_outcome {
-    TICKETS_COMPLETED,
-    TICKETS_DIVERGED,
-    TICKETS_FAILED,
-    TICKETS_CANCELLED,
-};
-
-typedef struct tickets_group {
-    uint64_t finished;      /* completed + diverged */
+/* Trials of one group per finished state. */
+typedef struct tickets_counts {
     uint64_t completed, diverged, failed, cancelled;
-    uint64_t winners;
-    double *losses;         /* finite final losses of finished trials */
-    size_t loss_count, loss_cap;
-} tickets_group;
+} tickets_counts;
+
+/* Final losses of a group's completed trials, all finite, in no order. */
+typedef struct tickets_losses {
+    double *v;
+    size_t n, cap;
+} tickets_losses;
 
 typedef struct tickets_summary {
     uint64_t finished, completed, diverged, failed, cancelled, winners;
@@ -46,16 +43,13 @@ typedef struct tickets_summary {
     double best, median;    /* median of an even count is the mean of the middle two */
 } tickets_summary;
 
-void tickets_group_init(tickets_group *g);
-void tickets_group_free(tickets_group *g);
+/* Appends loss (finite). Returns 0, or -1 on ENOMEM with l unchanged. */
+int tickets_losses_add(tickets_losses *l, double loss);
+void tickets_losses_free(tickets_losses *l);
 
-/* Adds one trial with its final validation loss (ignored unless finished; any
- * double, non-finite included). Returns 0, or -1 on ENOMEM with g unchanged. */
-int tickets_group_add(tickets_group *g, enum tickets_outcome outcome, double final_loss,
-                      double threshold);
-
-/* Computes the summary. Reorders g's stored losses (selection for the median)
- * but keeps them, so more trials may be added afterwards. */
-void tickets_group_summary(tickets_group *g, tickets_summary *out);
+/* Computes the summary at threshold in time linear in l->n. Reorders l->v
+ * (selection for the median) without changing its values, so losses may be
+ * added afterwards. */
+void tickets_summarize(const tickets_counts *counts, tickets_losses *l, double threshold, tickets_summary *out);
 
 #endif

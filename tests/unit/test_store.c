@@ -236,7 +236,7 @@ static void test_upgrade_from_version_2(const char *path)
     CHECK(rc == 0);
     if (!st)
         return;
-    CHECK(count_rows(st, "PRAGMA user_version") == 3);
+    CHECK(count_rows(st, "PRAGMA user_version") == 4);
     CHECK(count_rows(st, "PRAGMA foreign_keys") == 1);
     CHECK(count_rows(st, "SELECT count(*) FROM trials") == 3);
     CHECK(count_rows(st, "SELECT count(*) FROM trials WHERE id = 1 AND state = 'completed' "
@@ -249,6 +249,11 @@ static void test_upgrade_from_version_2(const char *path)
                          "AND name IN ('trials_pending', 'trials_sweep_state')") == 2);
     CHECK(count_rows(st, "SELECT count(*) FROM sqlite_schema WHERE name = 'trials' AND sql LIKE '%state IN%'") == 0);
     CHECK(count_rows(st, "SELECT count(*) FROM sqlite_schema WHERE name = 'trials_new'") == 0);
+    /* Migration 4: both indexes that finished trials write to are in trial order. */
+    CHECK(count_rows(st, "SELECT count(*) FROM sqlite_schema WHERE name = 'trials_sweep_state' "
+                         "AND sql LIKE '%(sweep, state, id, final_loss)%'") == 1);
+    CHECK(count_rows(st, "SELECT count(*) FROM sqlite_schema WHERE name = 'trial_params_group' "
+                         "AND sql LIKE '%(sweep, name, trial, value, outcome, final_loss)%'") == 1);
 
     /* The rebuilt table still rejects unknown states and orphan rows. */
     CHECK(sqlite3_exec(store_db(st), "UPDATE trials SET state = 'bogus' WHERE id = 3", NULL, NULL, NULL) ==
@@ -263,6 +268,11 @@ static void test_upgrade_from_version_2(const char *path)
         CHECK(sw->counts[TRIAL_RUNNING] == 1);
         CHECK(sw->counts[TRIAL_PENDING] == 1);
         CHECK(sw->counts[TRIAL_COMPLETED] == 1);
+        /* The completed trial's loss is loaded for tickets and status. */
+        CHECK(sw->losses.n == 1);
+        CHECK(sw->losses.n == 1 && sw->losses.v[0] == 2.5);
+        CHECK(sw->best_trial == 1);
+        CHECK(sw->best_loss == 2.5);
     }
     store_close(st);
 }

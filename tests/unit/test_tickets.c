@@ -68,40 +68,54 @@ static int compare_doubles(const void *a, const void *b)
 
 static void test_group_counts(void)
 {
-    tickets_group g;
+    tickets_counts counts = {.completed = 3, .diverged = 2, .failed = 1, .cancelled = 1};
+    tickets_losses losses = {0};
     tickets_summary sum;
 
-    tickets_group_init(&g);
-    CHECK(tickets_group_add(&g, TICKETS_COMPLETED, 1.0, 2.0) == 0); /* winner */
-    CHECK(tickets_group_add(&g, TICKETS_COMPLETED, 3.0, 2.0) == 0);
-    CHECK(tickets_group_add(&g, TICKETS_COMPLETED, 2.0, 2.0) == 0); /* not below */
-    CHECK(tickets_group_add(&g, TICKETS_DIVERGED, 0.5, 2.0) == 0);  /* never wins */
-    CHECK(tickets_group_add(&g, TICKETS_DIVERGED, NAN, 2.0) == 0);
-    CHECK(tickets_group_add(&g, TICKETS_COMPLETED, -INFINITY, 2.0) == 0); /* not finite */
-    CHECK(tickets_group_add(&g, TICKETS_FAILED, 0.1, 2.0) == 0);
-    CHECK(tickets_group_add(&g, TICKETS_CANCELLED, 0.1, 2.0) == 0);
-    tickets_group_summary(&g, &sum);
+    CHECK(tickets_losses_add(&losses, 1.0) == 0); /* winner */
+    CHECK(tickets_losses_add(&losses, 3.0) == 0);
+    CHECK(tickets_losses_add(&losses, 2.0) == 0); /* not below the threshold */
+    tickets_summarize(&counts, &losses, 2.0, &sum);
 
-    CHECK(sum.finished == 6);
-    CHECK(sum.completed == 4);
+    CHECK(sum.finished == 5);
+    CHECK(sum.completed == 3);
     CHECK(sum.diverged == 2);
     CHECK(sum.failed == 1);
     CHECK(sum.cancelled == 1);
     CHECK(sum.winners == 1);
-    CHECK_NEAR(sum.fraction, 1.0 / 6.0, 1e-15);
+    CHECK_NEAR(sum.fraction, 1.0 / 5.0, 1e-15);
     double low, high;
-    tickets_wilson(1, 6, &low, &high);
+    tickets_wilson(1, 5, &low, &high);
     CHECK(sum.low == low);
     CHECK(sum.high == high);
-    /* Finite losses of finished trials: 1, 3, 2, 0.5 -> best 0.5, median 1.5. */
+    /* Completed losses 1, 3, 2: best 1, median 2. */
     CHECK(sum.has_loss == 1);
-    CHECK(sum.best == 0.5);
-    CHECK_NEAR(sum.median, 1.5, 1e-15);
-    tickets_group_free(&g);
+    CHECK(sum.best == 1.0);
+    CHECK(sum.median == 2.0);
+
+    /* The threshold applies at query time: the same losses, another one. */
+    tickets_summarize(&counts, &losses, 3.5, &sum);
+    CHECK(sum.winners == 3);
+    tickets_summarize(&counts, &losses, 1.0, &sum);
+    CHECK(sum.winners == 0);
+    /* The multiset is kept across summaries. */
+    CHECK(losses.n == 3);
+    CHECK(losses.v[0] + losses.v[1] + losses.v[2] == 6.0);
+    tickets_losses_free(&losses);
+    CHECK(losses.v == NULL);
+
+    /* Finished trials that are all diverged: no loss, no winner. */
+    tickets_counts diverged_only = {.diverged = 4};
+    tickets_summarize(&diverged_only, &losses, 10.0, &sum);
+    CHECK(sum.finished == 4);
+    CHECK(sum.winners == 0);
+    CHECK(sum.fraction == 0.0);
+    CHECK(sum.has_loss == 0);
+    CHECK(isnan(sum.best));
 
     /* An empty group. */
-    tickets_group_init(&g);
-    tickets_group_summary(&g, &sum);
+    tickets_counts none = {0};
+    tickets_summarize(&none, &losses, 2.0, &sum);
     CHECK(sum.finished == 0);
     CHECK(sum.fraction == 0.0);
     CHECK(sum.low == 0.0);
@@ -109,7 +123,6 @@ static void test_group_counts(void)
     CHECK(sum.has_loss == 0);
     CHECK(isnan(sum.best));
     CHECK(isnan(sum.median));
-    tickets_group_free(&g);
 }
 
 static void test_group_median_matches_sort(void)
@@ -117,32 +130,37 @@ static void test_group_median_matches_sort(void)
     uint64_t x = 12345;
 
     for (size_t n = 1; n <= 301; n += 15) {
-        tickets_group g;
+        tickets_losses losses = {0};
         tickets_summary sum;
         double *copy = malloc(n * sizeof(*copy));
 
         CHECK(copy != NULL);
         if (!copy)
             return;
-        tickets_group_init(&g);
+        size_t below = 0;
         for (size_t i = 0; i < n; i++) {
             /* xorshift64, with repeated values (mod 37) to exercise ties. */
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
             copy[i] = (double)(x % 37) / 4.0;
-            CHECK(tickets_group_add(&g, TICKETS_COMPLETED, copy[i], 3.0) == 0);
+            below += copy[i] < 3.0;
+            CHECK(tickets_losses_add(&losses, copy[i]) == 0);
         }
-        tickets_group_summary(&g, &sum);
+        tickets_counts counts = {.completed = n};
+        tickets_summarize(&counts, &losses, 3.0, &sum);
         qsort(copy, n, sizeof(*copy), compare_doubles);
         double median = n % 2 ? copy[n / 2] : (copy[n / 2 - 1] + copy[n / 2]) / 2.0;
         CHECK(sum.median == median);
         CHECK(sum.best == copy[0]);
+        CHECK(sum.winners == below);
         /* The summary can be taken again after more trials. */
-        CHECK(tickets_group_add(&g, TICKETS_COMPLETED, -1.0, 3.0) == 0);
-        tickets_group_summary(&g, &sum);
+        CHECK(tickets_losses_add(&losses, -1.0) == 0);
+        counts.completed++;
+        tickets_summarize(&counts, &losses, 3.0, &sum);
         CHECK(sum.best == -1.0);
-        tickets_group_free(&g);
+        CHECK(sum.winners == below + 1);
+        tickets_losses_free(&losses);
         free(copy);
     }
 }
