@@ -51,7 +51,7 @@ static const char usage[] =
     "  --grace S                seconds after a restart for workers to re-present leases (default 60)\n"
     "  --max-connections N      connections served at once (default 1024)\n"
     "  --max-line-bytes N       longest request line in bytes (default 1048576)\n"
-    "  --synchronous full|normal  SQLite synchronous mode (default full; see docs/STORAGE.md)\n"
+    "  --synchronous full|normal  full: reply after the WAL is synced (default); normal: after COMMIT\n"
     "  --log-level LEVEL        debug, info, warn or error (default info)\n"
     "  --foreground             stay in the foreground and log to stderr; without it sweepd detaches\n"
     "                           once it listens and appends its log to STATE_DIR/sweepd.log\n";

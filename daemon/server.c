@@ -61,7 +61,7 @@ static int op_compare(const void *key, const void *entry)
 }
 
 static void conn_close(conn *c);
-static void flush_all(server *srv);
+static void flush_all(server *srv, int force_commit);
 
 /* ---- output ---------------------------------------------------------------- */
 
@@ -401,8 +401,10 @@ static void fail_uncommitted(server *srv, int err)
     enum proto_error code = err == STORE_ERR_FULL ? PROTO_ERR_DISK_FULL : PROTO_ERR_STORAGE;
     const char *message = err == STORE_ERR_FULL ? "the database is full; nothing was stored; free disk space and retry"
                                                 : "the commit failed; nothing was stored; see the daemon log";
+    /* The transaction may have spanned several loop iterations, so output
+     * of it can sit on any connection, parked or not. */
     uint64_t failed = srv->commit_epoch + 1;
-    for (conn *c = srv->dirty_head; c; c = c->dirty_next) {
+    for (conn *c = srv->conns; c; c = c->next) {
         out_item **link = &c->out_head;
         c->out_tail = NULL;
         while (*link) {
@@ -480,6 +482,11 @@ static void sync_done(uv_work_t *req, int status)
     }
     srv->synced_epoch = srv->sync_target;
 
+    /* While stopping, no check callback runs any more: commit what the
+     * last iterations wrote and sync it here. */
+    if (srv->stopping && store_in_transaction(srv->st))
+        flush_all(srv, 1);
+
     conn *c = srv->parked_head;
     srv->parked_head = NULL;
     while (c) {
@@ -525,12 +532,18 @@ static void committed(server *srv)
         srv->synced_epoch = srv->commit_epoch;
 }
 
-/* The end of every loop iteration: serve held leases, commit, write. */
-static void flush_all(server *srv)
+/* The end of every loop iteration: serve held leases, commit, write. In
+ * durable mode the commit waits while a WAL sync is in flight, and the
+ * transaction takes the next iterations' writes too. Their replies would
+ * wait for the next sync anyway, and one commit of the larger batch writes
+ * each changed page to the WAL once instead of once per iteration. sync_done
+ * is followed by this check callback in the same iteration, which commits. */
+static void flush_all(server *srv, int force_commit)
 {
     if (srv->waiters_ready && !srv->stopping)
         server_serve_waiters(srv);
-    if (store_in_transaction(srv->st)) {
+    int commit_now = force_commit || !srv->sync_busy || !store_durable(srv->st);
+    if (store_in_transaction(srv->st) && commit_now) {
         uint64_t start_ns = uv_hrtime();
         int err = store_commit(srv->st);
         srv->commit_ns += uv_hrtime() - start_ns;
@@ -559,7 +572,7 @@ static void flush_all(server *srv)
     }
 }
 
-static void on_check(uv_check_t *handle) { flush_all(handle->data); }
+static void on_check(uv_check_t *handle) { flush_all(handle->data, 0); }
 
 /* ---- connections ----------------------------------------------------------- */
 
@@ -1172,7 +1185,7 @@ void server_stop(server *srv)
     while (srv->wait_head)
         wait_list_remove(srv, srv->wait_head);
 
-    flush_all(srv);
+    flush_all(srv, 1);
     srv->stopping = 1;
 
     /* Close every connection once its output is written. */
@@ -1217,7 +1230,7 @@ void server_conn_feed(conn *c, const char *data, size_t len)
 
 void server_conn_close(conn *c) { conn_close(c); }
 
-void server_flush(server *srv) { flush_all(srv); }
+void server_flush(server *srv) { flush_all(srv, 1); }
 
 /* ---- request field readers ------------------------------------------------- */
 

@@ -283,6 +283,22 @@ def test_stats_counts_commits():
         assert second["leases"] == first["leases"] + 1
         assert second["completions"] == first["completions"] + 1
         assert second["connections"] == 2
+        # Durable mode: each acknowledged write waited for a WAL sync.
+        assert second["syncs"] - first["syncs"] >= 3
+        assert second["sync_seconds"] > first["sync_seconds"]
+
+
+def test_stats_normal_mode_skips_syncs():
+    with Daemon(args=["--synchronous", "normal"]) as d:
+        c = Client(d.socket_path)
+        c.ok("submit", spec={"method": "grid", "parameters": {"optimizer": {"values": ["adam"]}}})
+        w, _ = worker(d, "w1")
+        trial = w.ok("lease")["trial"]
+        w.ok("complete", final_loss=1.0, **lease_fields(trial))
+        stats = c.ok("stats")
+        assert stats["commits"] >= 3
+        assert stats["syncs"] == 0
+        assert stats["sync_seconds"] == 0
 
 
 if __name__ == "__main__":
