@@ -1266,3 +1266,35 @@ int spec_ticket_threshold(const sweep_spec *s, double *threshold)
         *threshold = s->threshold;
     return s->has_threshold;
 }
+
+/* Walks node's children depth first with path holding the names of the
+ * groups above them, '.'-joined. */
+static int each_categorical(const struct spec_node *node, char *path, size_t len, spec_name_fn fn, void *arg)
+{
+    for (size_t i = 0; i < node->child_count; i++) {
+        const struct spec_node *child = &node->children[i];
+        size_t name_len = strlen(child->name);
+        size_t end = len ? len + 1 + name_len : name_len;
+        if (end >= SPEC_MAX_PATH_BYTES)
+            continue; /* cannot happen within SPEC_MAX_DEPTH and SPEC_MAX_NAME_BYTES */
+        if (len)
+            path[len] = '.';
+        memcpy(path + (len ? len + 1 : 0), child->name, name_len + 1);
+        int rc = 0;
+        if (child->is_group)
+            rc = each_categorical(child, path, end, fn, arg);
+        else if (child->dist == DIST_CATEGORICAL && child->value_count > 1)
+            rc = fn(path, arg);
+        path[len] = '\0';
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+int spec_each_categorical(const sweep_spec *s, spec_name_fn fn, void *arg)
+{
+    char path[SPEC_MAX_PATH_BYTES];
+    path[0] = '\0';
+    return each_categorical(&s->root, path, 0, fn, arg);
+}

@@ -61,11 +61,20 @@ int spec_max_failures(const sweep_spec *s);     /* default 2 */
 int spec_max_requeues(const sweep_spec *s);     /* default 20 */
 int spec_ticket_threshold(const sweep_spec *s, double *threshold); /* 1 when set */
 
+/* Calls fn with the flattened name (nested groups joined with '.') of each
+ * parameter drawn from a list of two or more values (values, or distribution
+ * categorical), in grid order. Stops at the first nonzero result of fn and
+ * returns it; 0 otherwise. */
+typedef int (*spec_name_fn)(const char *name, void *arg);
+int spec_each_categorical(const sweep_spec *s, spec_name_fn fn, void *arg);
+
 /* Limits checked at compile (docs/SPEC.md lists them with the reasons). */
 #define SPEC_MAX_DEPTH 8               /* nested parameter groups */
 #define SPEC_MAX_PARAMETERS 256        /* leaves and groups in the whole spec */
 #define SPEC_MAX_VALUES 1000           /* entries of one values list */
 #define SPEC_MAX_GRID_POINTS (UINT64_C(1) << 63)
 #define SPEC_MAX_NAME_BYTES 128        /* parameter name length */
+/* A flattened name: up to SPEC_MAX_DEPTH + 2 names and the dots between them. */
+#define SPEC_MAX_PATH_BYTES ((SPEC_MAX_DEPTH + 2) * (SPEC_MAX_NAME_BYTES + 1) + 1)
 
 #endif

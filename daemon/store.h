@@ -248,6 +248,12 @@ typedef struct store_trials_query {
  * by an index scan and a sort on every request instead. */
 #define STORE_MAX_CACHED_GROUPS 4096
 
+/* Categorical parameters per sweep whose group lists are built when the
+ * sweep is created or loaded, before any request asks (at most; in grid
+ * order). Loading costs one index scan per such parameter, and memory 8
+ * bytes per completed trial per parameter. */
+#define STORE_PREBUILT_GROUP_PARAMS 8
+
 /* Sets *out to the finished-trial counts and completed losses per value of
  * parameter name. The first request scans the finished trials' entries of
  * the trial_params index once. The list is then cached in sw and updated by

@@ -1,6 +1,6 @@
-"""Grouped tickets against a real sweepd. The per-value counts that the daemon
-caches after the first request must follow every later transition (complete,
-diverged, failed, requeue, cancel). A database written by schema version 1
+"""Grouped tickets against a real sweepd. The per-value counts and losses that
+the daemon keeps in memory must follow every later transition (complete,
+diverged, failed, requeue, cancel) and be rebuilt the same after a restart. A database written by schema version 1
 must migrate to version 2 with the outcome and final loss of each finished
 trial copied onto its trial_params rows. The overall summary that comes with
 the groups (partly summed from them when they hold every completed trial)
@@ -120,6 +120,77 @@ def test_cached_counts_follow_transitions():
                 "p.outcome IS NOT (CASE WHEN t.state IN ('pending', 'running') THEN NULL ELSE t.state END) "
                 "OR p.final_loss IS NOT t.final_loss").fetchone()
             assert mismatched == (0,)
+
+
+def test_restart_reloads_losses():
+    """Losses and group lists are rebuilt from the database at start (the
+    categorical optimizer before any request), and completions after the
+    restart extend them. The status best trial survives the restart too."""
+    state = harness.tmp_dir()
+    spec = {"method": "random", "seed": 11, "run_cap": 60,
+            "parameters": {"optimizer": {"values": ["adam", "sm3", "shampoo"]},
+                           "lr": {"distribution": "log_uniform_values", "min": 0.001, "max": 0.1}}}
+
+    def finish(d, count, start):
+        worker = Client(d.socket_path)
+        worker.ok("hello", version=1, role="worker", name="w1")
+        for i in range(start, start + count):
+            trial = worker.ok("lease")["trial"]
+            if i % 6 == 5:
+                worker.ok("diverged", step=1, loss="inf", **lease_fields(trial))
+            else:
+                worker.ok("complete", final_loss=1.0 + (i * 29 % 17) / 16, **lease_fields(trial))
+        worker.close()
+
+    with Daemon(state_dir=state) as d:
+        client = Client(d.socket_path)
+        sweep = client.ok("submit", spec=spec)["sweep"]
+        finish(d, 25, 0)
+        before = client.ok("tickets", sweep=sweep, threshold=THRESHOLD, by="optimizer")
+        status_before = client.ok("status", sweep=sweep)
+    with Daemon(state_dir=state) as d:
+        client = Client(d.socket_path)
+        after = client.ok("tickets", sweep=sweep, threshold=THRESHOLD, by="optimizer")
+        del before["id"], after["id"]
+        assert after == before, (after, before)
+        status_after = client.ok("status", sweep=sweep)
+        assert status_after["best_trial"] == status_before["best_trial"]
+        assert status_after["best_loss"] == status_before["best_loss"]
+        check_tickets(client, d, sweep, "optimizer")
+        check_tickets(client, d, sweep, "lr")
+        finish(d, 20, 25)
+        check_tickets(client, d, sweep, "optimizer")
+        check_tickets(client, d, sweep, "lr")
+        with sqlite3.connect(f"file:{d.db_path()}?mode=ro", uri=True) as db:
+            best = db.execute("SELECT id, final_loss FROM trials WHERE sweep = ? AND state = 'completed' "
+                              "ORDER BY final_loss, id LIMIT 1", (sweep,)).fetchone()
+        status = client.ok("status", sweep=sweep)
+        assert (status["best_trial"], status["best_loss"]) == best
+
+
+def test_many_values_read_sorted():
+    """A parameter with more values than the daemon caches (4096) is read
+    sorted by value on each request, and still matches the database."""
+    spec = {"method": "random", "seed": 5, "run_cap": 4200,
+            "parameters": {"optimizer": {"values": ["adam", "sm3"]},
+                           "lr": {"distribution": "uniform", "min": 0.001, "max": 0.1}}}
+    with Daemon() as d:
+        client = Client(d.socket_path)
+        sweep = client.ok("submit", spec=spec)["sweep"]
+        worker = Client(d.socket_path)
+        worker.ok("hello", version=1, role="worker", name="w1")
+        # Pipelined: send all lease requests of a batch, then the completes.
+        for start in range(0, 4200, 300):
+            ids = [worker.send("lease") for _ in range(300)]
+            trials = [worker.reply(i)["trial"] for i in ids]
+            ids = [worker.send("complete", final_loss=1.0 + (start + k) % 97 / 50, **lease_fields(t))
+                   for k, t in enumerate(trials)]
+            for i in ids:
+                assert worker.reply(i)["ok"]
+        reply = client.ok("tickets", sweep=sweep, threshold=THRESHOLD, by="lr")
+        assert len(reply["groups"]) == 4200
+        check_tickets(client, d, sweep, "lr")
+        check_tickets(client, d, sweep, "optimizer")
 
 
 def test_migration_from_version_1():
