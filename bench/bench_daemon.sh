@@ -3,7 +3,7 @@
 # with N simulated workers that lease a trial and complete it at once.
 # Prints JSON lines: lifecycles/s, lease latency, commits/s and requests per
 # commit for N = 1, 10, 100, 1000 on an empty sweep (closed loop, plus an
-# open loop of 1000 workers offering 2000 leases/s, plus synchronous=normal
+# open loop of 1000 workers offering 2000 and 10000 leases/s, plus synchronous=normal
 # beside full), again at 100k and 1M finished trials, the time of status and
 # tickets on the 1M-trial sweep (grouped tickets cold, then with the cached
 # counts), memory per idle connection, and beside them Optuna ask/tell and a
@@ -66,6 +66,7 @@ lifecycles 100 40000 "empty,100"
 lifecycles 1000 40000 "empty,1000"
 # Open loop: a fleet of 1000 workers asking for 2000 leases/s in total.
 lifecycles 1000 20000 "empty,1000,open2000" --rate 2000
+lifecycles 1000 50000 "empty,1000,open10000" --rate 10000
 stop
 
 echo "synchronous=normal, same sweep:"
@@ -89,6 +90,7 @@ for target in 100000 "$max"; do
     lifecycles 100 40000 "at$target,100"
     lifecycles 1000 40000 "at$target,1000"
     lifecycles 1000 20000 "at$target,1000,open2000" --rate 2000
+    lifecycles 1000 50000 "at$target,1000,open10000" --rate 10000
     stop
 done
 

@@ -5,8 +5,10 @@
  * the text, the op is looked up in the dispatch table, and the
  * handler queues its reply. Each loop iteration ends in the check callback:
  * held leases are served, the open transaction is committed, and only then
- * is queued output written. A failed commit turns the replies that depended on
- * it into storage errors and drops their events.
+ * is queued output written. In durable mode output also waits for the WAL
+ * sync that covers its commit (see "durable acknowledgements" below). A failed
+ * commit turns the replies that depended on it into storage errors and drops
+ * their events.
  */
 #include "server.h"
 

@@ -2,8 +2,9 @@
  * on a unix socket and optionally TCP. server.c owns connections, framing,
  * limits, the group commit and reply flushing; ops_client.c and ops_worker.c
  * hold the operation handlers, found by name in one dispatch table. Replies and
- * events are queued per connection and written only after the iteration's
- * transaction committed, so nothing acknowledged is lost to a crash.
+ * events are queued per connection and written only after the transaction
+ * that recorded them committed and, in durable mode, after a WAL sync that
+ * began after that commit, so nothing acknowledged is lost to a crash.
  */
 #ifndef SWEEPD_SERVER_H
 #define SWEEPD_SERVER_H

@@ -28,7 +28,8 @@
  *   2. (sweep, idx) is unique, and idx < sweeps.size for bounded sweeps; the
  *      next index to create is max(idx) + 1, so it is never stored apart.
  *   3. Every write happens inside the current group-commit transaction, and
- *      the server sends no reply about a write before store_commit() returned 0.
+ *      the server sends no reply about a write before store_commit() returned 0
+ *      and, in durable mode, a store_wal_sync() begun after it returned 0.
  *   4. The cached counts of a sweep equal SELECT state, count(*) ... GROUP BY
  *      state for it, except inside an uncommitted transaction.
  *   5. trial_params.outcome is NULL while the trial is pending or running and
