@@ -353,6 +353,14 @@ void ops_tickets(request *req)
     else
         cJSON_AddNullToObject(fields, "by");
     int err = store_query_tickets(req->c->srv->st, sw->id, threshold, by, fields);
+    if (err == STORE_ERR_LIMIT) {
+        cJSON_Delete(fields);
+        server_reply_error(req->c, req->id, PROTO_ERR_BAD_REQUEST,
+                           "by: parameter \"%s\" has more than %d values among finished trials; group by a "
+                           "parameter with fewer values (such as optimizer), or list trials sorted by final_loss",
+                           by, STORE_MAX_GROUPS);
+        return;
+    }
     if (err != 0) {
         cJSON_Delete(fields);
         server_reply_store_error(req->c, req->id, err, "tickets");

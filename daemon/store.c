@@ -438,7 +438,9 @@ int store_group_counts(store *st, store_sweep *sw, const char *name, store_group
             return STORE_ERR_NOMEM;
         }
         list->name = kept;
-        err = group_rows_read(st, sw, name, ST_GROUP_ROWS_SORTED, SIZE_MAX, list);
+        err = group_rows_read(st, sw, name, ST_GROUP_ROWS_SORTED, STORE_MAX_GROUPS, list);
+        if (err == 1)
+            err = STORE_ERR_LIMIT;
     }
     if (err != 0) {
         store_group_list_free(list);

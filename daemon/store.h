@@ -32,6 +32,7 @@ enum {
     STORE_ERR_STALE = -4,     /* the lease is not the trial's current one */
     STORE_ERR_STATE = -5,     /* not allowed in the current state */
     STORE_ERR_NOMEM = -6,
+    STORE_ERR_LIMIT = -7,     /* a result would exceed a documented limit */
 };
 
 enum trial_state {
@@ -254,12 +255,18 @@ typedef struct store_trials_query {
  * bytes per completed trial per parameter. */
 #define STORE_PREBUILT_GROUP_PARAMS 8
 
+/* Most values that grouped tickets list in one reply (about 300 bytes each).
+ * A parameter with more values among finished trials (a continuous learning
+ * rate on a large sweep) gets STORE_ERR_LIMIT before its reply is built. */
+#define STORE_MAX_GROUPS 10000
+
 /* Sets *out to the finished-trial counts and completed losses per value of
  * parameter name. The first request scans the finished trials' entries of
  * the trial_params index once. The list is then cached in sw and updated by
  * every trial that finishes, until a cancel or a failed commit drops it. A
  * list with cached == 0 (more than STORE_MAX_CACHED_GROUPS values) belongs to
- * the caller: free it with store_group_list_free. Returns 0 or a STORE_ERR_*. */
+ * the caller: free it with store_group_list_free. Returns 0, STORE_ERR_LIMIT
+ * for more than STORE_MAX_GROUPS values, or another STORE_ERR_*. */
 int store_group_counts(store *st, store_sweep *sw, const char *name, store_group_list **out);
 void store_group_list_free(store_group_list *list);
 

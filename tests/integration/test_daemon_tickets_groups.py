@@ -170,8 +170,9 @@ def test_restart_reloads_losses():
 
 def test_many_values_read_sorted():
     """A parameter with more values than the daemon caches (4096) is read
-    sorted by value on each request, and still matches the database."""
-    spec = {"method": "random", "seed": 5, "run_cap": 4200,
+    sorted by value on each request, and still matches the database. Past
+    10000 values the request gets a bad_request error naming the limit."""
+    spec = {"method": "random", "seed": 5, "run_cap": 10050,
             "parameters": {"optimizer": {"values": ["adam", "sm3"]},
                            "lr": {"distribution": "uniform", "min": 0.001, "max": 0.1}}}
     with Daemon() as d:
@@ -179,17 +180,29 @@ def test_many_values_read_sorted():
         sweep = client.ok("submit", spec=spec)["sweep"]
         worker = Client(d.socket_path)
         worker.ok("hello", version=1, role="worker", name="w1")
-        # Pipelined: send all lease requests of a batch, then the completes.
-        for start in range(0, 4200, 300):
-            ids = [worker.send("lease") for _ in range(300)]
-            trials = [worker.reply(i)["trial"] for i in ids]
-            ids = [worker.send("complete", final_loss=1.0 + (start + k) % 97 / 50, **lease_fields(t))
-                   for k, t in enumerate(trials)]
-            for i in ids:
-                assert worker.reply(i)["ok"]
+
+        def finish(start, end):
+            # Pipelined: send all lease requests of a batch, then the completes.
+            for first in range(start, end, 300):
+                ids = [worker.send("lease") for _ in range(min(300, end - first))]
+                trials = [worker.reply(i)["trial"] for i in ids]
+                ids = [worker.send("complete", final_loss=1.0 + (first + k) % 97 / 50, **lease_fields(t))
+                       for k, t in enumerate(trials)]
+                for i in ids:
+                    assert worker.reply(i)["ok"]
+
+        finish(0, 4200)
         reply = client.ok("tickets", sweep=sweep, threshold=THRESHOLD, by="lr")
         assert len(reply["groups"]) == 4200
         check_tickets(client, d, sweep, "lr")
+        check_tickets(client, d, sweep, "optimizer")
+
+        finish(4200, 10050)
+        reply = client.request("tickets", sweep=sweep, threshold=THRESHOLD, by="lr")
+        assert reply["ok"] is False, reply
+        error = reply["error"]
+        assert error["code"] == "bad_request", error
+        assert "more than 10000 values" in error["message"], error
         check_tickets(client, d, sweep, "optimizer")
 
 
