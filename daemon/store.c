@@ -713,8 +713,8 @@ static int migrate(sqlite3 *db, const char *path, char *err, size_t err_size)
         return err_rc;
     for (size_t i = (size_t)version; i < schema_migration_count; i++) {
         char sql[64];
-        /* Rebuilding indexes takes seconds on a 1M-trial database (4.5 to 5.3 s for
-         * migration 4, docs/STORAGE.md), so say what is running. */
+        /* Rebuilding indexes takes seconds on a 1M-trial database (4.5 to
+         * 5.3 s for migration 4, docs/STORAGE.md), so say what is running. */
         log_info("store", "applying schema migration %zu to %s", i + 1, path);
         uint64_t start_ns = uv_hrtime();
         err_rc = exec_sql(db, "BEGIN IMMEDIATE", err, err_size);
