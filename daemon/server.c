@@ -64,6 +64,7 @@ static int op_compare(const void *key, const void *entry)
 
 static void conn_close(conn *c);
 static void flush_all(server *srv, int force_commit);
+static void flush_dirty(server *srv);
 
 /* ---- output ---------------------------------------------------------------- */
 
@@ -316,9 +317,13 @@ static void on_write(uv_write_t *req, int status)
             log_info("server", "conn=%" PRIu64 " peer=%s write failed: %s; closing", c->number, c->peer,
                      uv_strerror(status));
         conn_close(c);
-        return;
+    } else {
+        maybe_close_after_flush(c);
     }
-    maybe_close_after_flush(c);
+    /* A close above may have queued events (a worker leaving) for watchers.
+     * While stopping, no check callback flushes them any more. */
+    if (c->srv->stopping)
+        flush_dirty(c->srv);
 }
 
 static void free_items(conn *c)
@@ -411,6 +416,11 @@ static void fail_uncommitted(server *srv, int err)
         c->out_tail = NULL;
         while (*link) {
             out_item *item = *link;
+            if (item->epoch == failed) {
+                /* A parked connection must be flushed again too, or its
+                 * error replies would wait for a later successful sync. */
+                mark_dirty(c);
+            }
             if (item->epoch == failed && !item->id_text) {
                 *link = item->next;
                 free(item->text);
@@ -455,6 +465,21 @@ static void flush_or_park(conn *c)
     maybe_close_after_flush(c);
 }
 
+/* Writes the output of parked connections that synced_epoch now allows;
+ * what still waits parks again. */
+static void release_parked(server *srv)
+{
+    conn *c = srv->parked_head;
+    srv->parked_head = NULL;
+    while (c) {
+        conn *next = c->parked_next;
+        c->parked = 0;
+        c->parked_next = NULL;
+        flush_or_park(c);
+        c = next;
+    }
+}
+
 /* Pool thread: no loop or connection state is touched here. */
 static void sync_work(uv_work_t *req)
 {
@@ -485,19 +510,10 @@ static void sync_done(uv_work_t *req, int status)
     srv->synced_epoch = srv->sync_target;
 
     /* While stopping, no check callback runs any more: commit what the
-     * last iterations wrote and sync it here. */
-    if (srv->stopping && store_in_transaction(srv->st))
+     * last iterations wrote, start its sync and write what is ready here. */
+    if (srv->stopping)
         flush_all(srv, 1);
-
-    conn *c = srv->parked_head;
-    srv->parked_head = NULL;
-    while (c) {
-        conn *next = c->parked_next;
-        c->parked = 0;
-        c->parked_next = NULL;
-        flush_or_park(c);
-        c = next;
-    }
+    release_parked(srv);
     sync_start(srv);
 }
 
@@ -528,10 +544,29 @@ static void sync_start(server *srv)
 static void committed(server *srv)
 {
     srv->commit_epoch++;
-    if (store_durable(srv->st))
+    if (store_durable(srv->st)) {
         sync_start(srv);
-    else
-        srv->synced_epoch = srv->commit_epoch;
+        return;
+    }
+    srv->synced_epoch = srv->commit_epoch;
+    release_parked(srv);
+}
+
+/* Writes the output of every dirty connection. Closing a connection can
+ * queue events for others, so it repeats until the list stays empty. */
+static void flush_dirty(server *srv)
+{
+    while (srv->dirty_head) {
+        conn *c = srv->dirty_head;
+        srv->dirty_head = NULL;
+        while (c) {
+            conn *next = c->dirty_next;
+            c->dirty = 0;
+            c->dirty_next = NULL;
+            flush_or_park(c);
+            c = next;
+        }
+    }
 }
 
 /* The end of every loop iteration: serve held leases, commit, write. In
@@ -559,15 +594,7 @@ static void flush_all(server *srv, int force_commit)
             committed(srv);
         }
     }
-    conn *c = srv->dirty_head;
-    srv->dirty_head = NULL;
-    while (c) {
-        conn *next = c->dirty_next;
-        c->dirty = 0;
-        c->dirty_next = NULL;
-        flush_or_park(c);
-        c = next;
-    }
+    flush_dirty(srv);
     if (srv->idle_active) {
         uv_idle_stop(&srv->idle);
         srv->idle_active = 0;

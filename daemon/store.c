@@ -742,6 +742,22 @@ static int migrate(sqlite3 *db, const char *path, char *err, size_t err_size)
 
 static int checkpointer_start(store *st, const char *path);
 
+/* SQLite keeps the old journal mode when it cannot use WAL (a file system
+ * without shared memory, say); replies would then wait on a -wal file that
+ * never exists, so that is an error. */
+static int check_wal_mode(sqlite3 *db, const char *path, char *err, size_t err_size)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &s, NULL);
+    const char *mode = rc == SQLITE_OK && sqlite3_step(s) == SQLITE_ROW ? (const char *)sqlite3_column_text(s, 0) : NULL;
+    int ok = mode && strcmp(mode, "wal") == 0;
+    if (!ok)
+        snprintf(err, err_size, "%s: journal_mode is %s, not wal; put the state directory on a local file system",
+                 path, mode ? mode : "unknown");
+    sqlite3_finalize(s);
+    return ok ? 0 : STORE_ERR_IO;
+}
+
 int store_open(const char *path, int synchronous_full, store **out, char *err, size_t err_size)
 {
     *out = NULL;
@@ -780,6 +796,8 @@ int store_open(const char *path, int synchronous_full, store **out, char *err, s
     int err_rc = exec_sql(st->db, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA cache_size = -65536;",
                           err, err_size);
     if (err_rc == 0)
+        err_rc = check_wal_mode(st->db, path, err, err_size);
+    if (err_rc == 0)
         err_rc = migrate(st->db, path, err, err_size);
     if (err_rc == 0)
         err_rc = exec_sql(st->db, "PRAGMA foreign_keys = ON", err, err_size);
@@ -803,6 +821,18 @@ int store_open(const char *path, int synchronous_full, store **out, char *err, s
         return err_rc;
     }
     checkpointer_start(st, path);
+
+    /* Open the -wal descriptor and sync the directory now, so that a
+     * missing WAL or a descriptor limit shows up here and not as a failed
+     * sync under load. */
+    if (st->durable) {
+        int sync_err = store_wal_sync(st);
+        if (sync_err != 0) {
+            snprintf(err, err_size, "syncing %s failed: %s", st->wal.wal_path, strerror(sync_err));
+            store_close(st);
+            return STORE_ERR_IO;
+        }
+    }
     *out = st;
     return 0;
 }

@@ -76,8 +76,11 @@ static int reopen_if_replaced(wal_sync *ws)
 
 int wal_sync_run(wal_sync *ws)
 {
+    /* A failed check (EMFILE in a reconnect storm, say) keeps the open
+     * descriptor: SQLite replaces the -wal file only after its last
+     * connection closed, so the file is still the one the daemon writes. */
     int err = reopen_if_replaced(ws);
-    if (err != 0)
+    if (err != 0 && ws->fd < 0)
         return err;
     if (fdatasync(ws->fd) != 0)
         return errno;

@@ -31,7 +31,8 @@ int wal_sync_init(wal_sync *ws, const char *wal_path);
 
 /* Makes every byte written to the -wal file before this call durable. The
  * first call, and any call after the file was replaced, also syncs the
- * directory entry. One thread at a time. Returns 0 or an errno value. */
+ * directory entry. Once a descriptor is open, only a failed fdatasync is an
+ * error. One thread at a time. Returns 0 or an errno value. */
 int wal_sync_run(wal_sync *ws);
 
 void wal_sync_free(wal_sync *ws);

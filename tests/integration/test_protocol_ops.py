@@ -266,6 +266,28 @@ def test_shutdown_tells_workers():
 
 
 
+def test_sigterm_with_watcher_and_workers():
+    """SIGTERM while a watcher is subscribed and workers hold leases: the
+    watcher's last events (workers leaving) are written while stopping, every
+    connection closes, and the daemon exits 0 with no handle left open."""
+    d = Daemon()
+    c = Client(d.socket_path)
+    c.ok("submit", spec={"method": "grid", "parameters": {"optimizer": {"values": ["adam", "sm3", "shampoo"]}}})
+    watcher = Client(d.socket_path)
+    watcher.ok("watch")
+    workers = []
+    for name in ("w1", "w2", "w3"):
+        w, _ = worker(d, name)
+        assert w.ok("lease")["trial"] is not None
+        workers.append(w)
+    d.kill(signal.SIGTERM)
+    for w in workers:
+        assert w.next_event()["event"] == "shutdown"
+    assert d.proc.returncode == 0
+    d.check_sanitizers()
+    assert "still had open handles" not in d.log_text()
+
+
 def test_stats_counts_commits():
     with Daemon() as d:
         c = Client(d.socket_path)
