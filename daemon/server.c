@@ -115,8 +115,8 @@ static void queue_line(conn *c, const char *text, size_t len, char *id_text)
     item->text = line;
     item->len = len + 1;
     item->id_text = id_text;
-    /* Output queued inside a transaction reports on the commit that ends it;
-     * output queued outside one may show the newest commit, which is not
+    /* Output queued inside a transaction reports on the commit that ends it.
+     * Output queued outside one may show the newest commit, which is not
      * durable until its sync completes. */
     item->epoch = c->srv->commit_epoch + (store_in_transaction(c->srv->st) ? 1 : 0);
     if (c->out_tail)
@@ -340,7 +340,7 @@ static void free_items(conn *c)
 }
 
 /* Writes the queued items of c whose commit is durable, in order and in one
- * uv_write; the first item still waiting for a sync stops the batch. */
+ * uv_write. The first item still waiting for a sync ends the batch. */
 static void flush_conn(conn *c)
 {
     if (c->closing || !c->out_head) {

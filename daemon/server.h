@@ -154,7 +154,7 @@ struct server {
     /* Durable acknowledgements. Commits are numbered from 1; output that
      * reports on commit n is written once synced_epoch >= n. One WAL sync
      * runs at a time on a libuv pool thread and covers every commit up to
-     * sync_target; commits made meanwhile wait for the next one. */
+     * sync_target. Commits made meanwhile wait for the next one. */
     uint64_t commit_epoch;     /* commits made by this server */
     uint64_t synced_epoch;     /* commits known durable */
     uint64_t sync_target;      /* the commit the sync in flight covers */

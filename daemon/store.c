@@ -420,7 +420,7 @@ int store_group_counts(store *st, store_sweep *sw, const char *name, store_group
 
     /* The finished entries come in trial order, each found by a binary
      * search among the groups so far. A parameter with more values than the
-     * cache holds is read again sorted by value, so that each new group is
+     * cache keeps is read again sorted by value, so that each new group is
      * appended instead of inserted. */
     store_group_list *list = calloc(1, sizeof(*list));
     if (!list || !(list->name = strdup(name))) {
@@ -714,7 +714,7 @@ static int migrate(sqlite3 *db, const char *path, char *err, size_t err_size)
     for (size_t i = (size_t)version; i < schema_migration_count; i++) {
         char sql[64];
         /* Rebuilding indexes takes seconds on a 1M-trial database (4.5 to
-         * 5.3 s for migration 4, docs/STORAGE.md), so say what is running. */
+         * 5.3 s for migration 4, docs/STORAGE.md), so log what is running. */
         log_info("store", "applying schema migration %zu to %s", i + 1, path);
         uint64_t start_ns = uv_hrtime();
         err_rc = exec_sql(db, "BEGIN IMMEDIATE", err, err_size);
@@ -742,9 +742,9 @@ static int migrate(sqlite3 *db, const char *path, char *err, size_t err_size)
 
 static int checkpointer_start(store *st, const char *path);
 
-/* SQLite keeps the old journal mode when it cannot use WAL (a file system
- * without shared memory, say); replies would then wait on a -wal file that
- * never exists, so that is an error. */
+/* Rejects a database that is not in WAL mode. SQLite keeps the old journal
+ * mode when it cannot use WAL (a file system without shared memory, say),
+ * and durable replies would then wait on a -wal file that never exists. */
 static int check_wal_mode(sqlite3 *db, const char *path, char *err, size_t err_size)
 {
     sqlite3_stmt *s = NULL;
@@ -781,8 +781,8 @@ int store_open(const char *path, int synchronous_full, store **out, char *err, s
      * SQLite's synchronous is NORMAL in both modes: COMMIT writes the WAL
      * frames without fsync. In durable mode (synchronous_full) the server
      * acknowledges a commit only after store_wal_sync(), run off the event
-     * loop, so one fdatasync covers several commits and the loop never waits
-     * for the disk. The page cache is 64 MiB instead of SQLite's default 2 MiB, because
+     * loop, so one fdatasync covers several commits and COMMIT itself does
+     * not wait for the disk. The page cache is 64 MiB instead of SQLite's default 2 MiB, because
      * each finished trial updates index pages at random positions (final_loss
      * order). At 1M trials those indexes are tens of MiB, and a small cache
      * makes most lifecycles read pages back from the operating system. */

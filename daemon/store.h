@@ -250,12 +250,12 @@ typedef struct store_trials_query {
 #define STORE_MAX_CACHED_GROUPS 4096
 
 /* Categorical parameters per sweep whose group lists are built when the
- * sweep is created or loaded, before any request asks (at most; in grid
- * order). Loading costs one index scan per such parameter, and memory 8
+ * sweep is created or loaded, before the first grouped request (at most
+ * this many, in grid order). Loading costs one index scan per such parameter, and memory 8
  * bytes per completed trial per parameter. */
 #define STORE_PREBUILT_GROUP_PARAMS 8
 
-/* Most values that grouped tickets list in one reply (about 300 bytes each).
+/* Maximum number of values that grouped tickets list in one reply (about 300 bytes each).
  * A parameter with more values among finished trials (a continuous learning
  * rate on a large sweep) gets STORE_ERR_LIMIT before its reply is built. */
 #define STORE_MAX_GROUPS 10000

@@ -4,11 +4,11 @@
  * completed trials. The daemon keeps those losses in memory per sweep and
  * per cached parameter value (daemon/store.c), so a summary reads no rows.
  *
- * Definitions: finished = completed + diverged; a winner is a completed trial
- * whose final validation loss is below the threshold (diverged trials never
+ * Definitions: finished = completed + diverged. A winner is a completed trial
+ * whose final validation loss is below the threshold. Diverged trials never
  * win, and a trial reported complete with a non-finite loss is stored as
- * diverged); failed and cancelled trials are counted apart and are not in the
- * denominator; best and median are over completed trials.
+ * diverged. Failed and cancelled trials are counted apart and are not in the
+ * denominator. Best and median are over completed trials.
  */
 #ifndef SWEEPD_TICKETS_H
 #define SWEEPD_TICKETS_H

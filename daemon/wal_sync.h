@@ -3,9 +3,9 @@
  * sweepd runs SQLite with synchronous=NORMAL, so COMMIT appends the
  * transaction's frames to the -wal file with write() and returns without
  * fsync. To acknowledge durably, the server then calls wal_sync_run() on a
- * libuv pool thread: one fdatasync of the -wal file through a descriptor of
- * our own covers every frame written before the call, so a batch of commits
- * needs one sync and the event loop goes on serving the next batch meanwhile.
+ * libuv pool thread. One fdatasync of the -wal file, through a descriptor of
+ * our own, covers every frame written before the call. So a batch of commits
+ * needs one sync, and the event loop serves the next batch meanwhile.
  *
  * SQLite takes no POSIX locks on the -wal file (WAL locking uses the -shm
  * file), so opening and closing a second descriptor on it cannot drop one of

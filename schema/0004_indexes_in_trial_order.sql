@@ -2,10 +2,10 @@
 -- are kept in trial order instead of final_loss order.
 --
 -- Before, trials_sweep_state was (sweep, state, final_loss) and
--- trial_params_group was (sweep, name, value, outcome, final_loss), so each
--- completed trial inserted entries at pages chosen by its loss: three random
--- leaf pages per completion, rewritten into the WAL by every group commit,
--- and more distinct pages as a sweep grows. The daemon now keeps the final
+-- trial_params_group was (sweep, name, value, outcome, final_loss). So each
+-- completed trial inserted entries at pages chosen by its loss, about three
+-- random leaf pages per completion. Every group commit rewrote those pages
+-- into the WAL, and a growing sweep spread them over more distinct pages. The daemon now keeps the final
 -- losses of completed trials in memory (daemon/store.c, loaded at start from
 -- trials_sweep_state), so neither index needs loss order. With the trial id
 -- ahead of the loss, both indexes grow at their ends, and they still cover
