@@ -579,7 +579,7 @@ static void handle_event(watch_state *w, const cJSON *msg)
         fprintf(stderr, "sweepctl: the daemon at %s is shutting down\n", w->conn.addr.display);
         stop_watch(w, CLI_EXIT_CONNECT);
     }
-    /* metrics events change nothing the view shows until the trial ends. */
+    /* metrics and checkpoint events change nothing the view shows until the trial ends. */
 }
 
 static void handle_line(watch_state *w, const char *line, size_t len)

@@ -656,6 +656,15 @@ void ops_checkpoint(request *req)
         return;
     }
     server_reply_ok(c, req->id, NULL);
+
+    cJSON *event = cJSON_CreateObject();
+    cJSON_AddStringToObject(event, "event", "checkpoint");
+    cJSON_AddNumberToObject(event, "sweep", (double)lease.sweep);
+    cJSON_AddNumberToObject(event, "trial", (double)lease.trial);
+    cJSON_AddNumberToObject(event, "attempt", (double)lease.attempt);
+    cJSON_AddNumberToObject(event, "step", (double)step);
+    cJSON_AddStringToObject(event, "location", location);
+    server_broadcast(c->srv, lease.sweep, event);
 }
 
 /* Finishes a trial message: reply, drop the hold, announce, finish the sweep. */

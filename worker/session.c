@@ -169,6 +169,15 @@ static void send_heartbeat(session *s, enum req_kind kind)
 static void send_metrics(session *s)
 {
     size_t count = s->outbox_len < METRICS_BATCH_MAX ? s->outbox_len : METRICS_BATCH_MAX;
+
+    /* A batch stops at a checkpoint waiting to be reported, so that report
+     * can go between its last point and the next one (see pump). */
+    if (s->checkpoint_unsent && s->outbox[0].step <= s->checkpoint_step) {
+        size_t before = 0;
+        while (before < count && s->outbox[before].step <= s->checkpoint_step)
+            before++;
+        count = before;
+    }
     cJSON *msg = add_lease_fields(new_request("metrics"), &s->cur);
     cJSON *points = msg ? cJSON_AddArrayToObject(msg, "points") : NULL;
     for (size_t i = 0; points != NULL && i < count; i++) {
@@ -789,17 +798,19 @@ static void pump(session *s)
         }
         if (s->dropped)
             goto timers;
-        if (s->outbox_len > 0 && !s->metrics_sent)
-            send_metrics(s);
-        /* A checkpoint is reported only after every metric point before it
-         * is acknowledged: an attempt resumed from step N re-reports only
-         * the steps after N, so a point of step <= N still in the outbox
-         * would be lost for good if this worker died now. */
+        /* A checkpoint at step N is reported once every point of step <= N
+         * is acknowledged, because an attempt resumed from N re-reports only
+         * later steps. Later points may still wait in the outbox: requiring
+         * it empty starved the report while training produced points faster
+         * than they were acknowledged. The report goes before the next batch,
+         * so the daemon stores it before any point past N. */
         if (s->checkpoint_unsent && !s->checkpoint_sent && s->checkpoint_location[0] != '\0' &&
-            s->outbox_len == 0 && !s->metrics_sent) {
+            (s->outbox_len == 0 || s->outbox[0].step > s->checkpoint_step)) {
             s->checkpoint_unsent = 0;
             send_checkpoint(s);
         }
+        if (s->outbox_len > 0 && !s->metrics_sent)
+            send_metrics(s);
         if (s->trial_thread_done && !s->final_sent && s->outbox_len == 0 && !s->metrics_sent &&
             !s->checkpoint_sent && !s->checkpoint_unsent) {
             cJSON *msg = build_final(s);

@@ -205,12 +205,16 @@ def test_resumed_trial_stores_each_step_once():
         # 2000, so the resumed attempt re-reports those steps. The next
         # checkpoint is 1,900 steps (about 0.4 s) after the trigger.
         seen = {}
+        reported = None
         while True:
             event = c.next_event(timeout=60)
+            if event.get("event") == "checkpoint":
+                reported = event["step"]
             if event.get("event") == "metrics":
                 seen[event["step"]] = seen.get(event["step"], 0) + 1
                 if event["step"] >= 2100:
                     break
+        assert reported == 2000, "the checkpoint at 2000 was not reported before step 2100"
         first.kill(signal.SIGKILL)
         d.wait_log(r"trial=1 attempt=1 worker=first requeued: disconnect -> pending")
         checkpoint_step = query(d, "SELECT checkpoint_step FROM trials")[0][0]
@@ -232,6 +236,40 @@ def test_resumed_trial_stores_each_step_once():
         assert all(a == 1 for s, a in rows if s <= last_step), "a re-reported step replaced the first value"
         assert all(a == 2 for s, a in rows if s > last_step)
         assert all(count == 1 for count in seen.values()), {s: n for s, n in seen.items() if n != 1}
+
+
+def test_checkpoint_reported_while_points_stream():
+    """A metric point every step keeps the worker's outbox from ever being
+    empty. Each checkpoint must still be reported as soon as its own steps
+    are stored, before any later point, or a kill at that moment resumes
+    from an older checkpoint than the newest on disk."""
+    directory = harness.tmp_dir()
+    with Daemon() as d:
+        c = Client(d.socket_path)
+        sweep = c.ok("submit", spec=setup(directory, [0.001], 3000, 1))["sweep"]
+        c.ok("watch", sweep=sweep)
+        w = worker(d, directory, "streamer", 100)
+
+        steps = []
+        reported = []
+        while True:
+            event = c.next_event(timeout=60)
+            if event.get("event") == "metrics":
+                steps.append(event["step"])
+            elif event.get("event") == "checkpoint":
+                n = event["step"]
+                assert steps == list(range(1, n + 1)), f"checkpoint {n} after point {steps[-1:]}"
+                assert event["attempt"] == 1 and event["location"].endswith(f"/step-{n}.ckpt"), event
+                reported.append(n)
+            elif event.get("event") == "sweep" and event.get("state") == "finished":
+                break
+        w.stop()
+
+        assert steps == list(range(1, 3001))
+        # Reports may skip a checkpoint that a newer one replaced before its
+        # turn, but not many: a report waits for one batch acknowledgement.
+        assert reported == sorted(set(reported)) and len(reported) >= 15, reported
+        assert query(d, "SELECT checkpoint_step FROM trials") == [(reported[-1],)]
 
 
 def test_rereported_steps_ignored_by_protocol():
