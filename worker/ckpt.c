@@ -96,9 +96,17 @@ static long parse_step_name(const char *name)
     return step;
 }
 
-/* Deletes step-<N>.ckpt files in dir with N below keep_from_step, which
- * earlier attempts (this worker's or another's) may have left. */
-static void prune_directory(const char *dir, long keep_from_step)
+static int is_pinned(const ckpt_pins *pins, long step)
+{
+    for (int i = 0; i < CKPT_PINS; i++)
+        if (pins->steps[i] >= 0 && pins->steps[i] == step)
+            return 1;
+    return 0;
+}
+
+/* Deletes step-<N>.ckpt files in dir with N below keep_from_step and not
+ * pinned, which earlier attempts (this worker's or another's) may have left. */
+static void prune_directory(const char *dir, long keep_from_step, const ckpt_pins *pins)
 {
     DIR *d = opendir(dir);
     if (d == NULL)
@@ -106,7 +114,7 @@ static void prune_directory(const char *dir, long keep_from_step)
     struct dirent *entry;
     while ((entry = readdir(d)) != NULL) {
         long step = parse_step_name(entry->d_name);
-        if (step < 0 || step >= keep_from_step)
+        if (step < 0 || step >= keep_from_step || is_pinned(pins, step))
             continue;
         char path[CKPT_LOCATION_MAX];
         int n = snprintf(path, sizeof(path), "%s/%s", dir, entry->d_name);
@@ -116,22 +124,77 @@ static void prune_directory(const char *dir, long keep_from_step)
     closedir(d);
 }
 
-/* Records location as the newest and deletes what falls out of the window. */
-static void history_push(const ckpt_store *store, ckpt_history *history, const char *location)
+void ckpt_history_start(ckpt_history *history, const char *location)
 {
-    if (history->count == CKPT_KEEP) {
-        if (strcmp(history->locations[0], location) != 0)
-            remove_location(store, history->locations[0]);
-        memmove(history->locations[0], history->locations[1],
-                sizeof(history->locations[0]) * (CKPT_KEEP - 1));
-        history->count--;
+    const char *slash = strrchr(location, '/');
+    memcpy(history->locations[0], location, strlen(location) + 1);
+    history->steps[0] = parse_step_name(slash ? slash + 1 : location);
+    history->count = 1;
+}
+
+/* Drops entry i of history, deleting its checkpoint unless it is the one at
+ * keep (the same location saved again). */
+static void history_drop(const ckpt_store *store, ckpt_history *history, int i, const char *keep)
+{
+    if (strcmp(history->locations[i], keep) != 0)
+        remove_location(store, history->locations[i]);
+    memmove(history->locations[i], history->locations[i + 1],
+            sizeof(history->locations[0]) * (size_t)(history->count - i - 1));
+    memmove(&history->steps[i], &history->steps[i + 1],
+            sizeof(history->steps[0]) * (size_t)(history->count - i - 1));
+    history->count--;
+}
+
+/* Deletes every entry outside the newest CKPT_KEEP that is not pinned. */
+static void history_trim(const ckpt_store *store, ckpt_history *history, const ckpt_pins *pins)
+{
+    const char *newest = history->locations[history->count - 1];
+    int i = 0;
+    while (i < history->count - CKPT_KEEP) {
+        if (is_pinned(pins, history->steps[i]))
+            i++;
+        else
+            history_drop(store, history, i, newest);
+    }
+}
+
+/* Deletes older files in the newest entry's directory: those below the
+ * oldest of the newest CKPT_KEEP and not pinned. Directory stores only. */
+static void prune_beside(const ckpt_store *store, const ckpt_history *history, const ckpt_pins *pins)
+{
+    if (!store->dir[0] || history->count < CKPT_KEEP)
+        return;
+    long oldest_kept = history->steps[history->count - CKPT_KEEP];
+    const char *newest = history->locations[history->count - 1];
+    const char *slash = strrchr(newest, '/');
+    char dir[CKPT_LOCATION_MAX];
+    if (oldest_kept < 0 || slash == NULL)
+        return;
+    memcpy(dir, newest, (size_t)(slash - newest));
+    dir[slash - newest] = '\0';
+    prune_directory(dir, oldest_kept, pins);
+}
+
+/* Records location as the newest, then deletes every entry outside the
+ * newest CKPT_KEEP that is not pinned. */
+static void history_push(const ckpt_store *store, ckpt_history *history, const ckpt_pins *pins,
+                         const char *location, long step)
+{
+    /* Only more pins than CKPT_PINS could fill the array; drop the oldest. */
+    if (history->count == CKPT_HISTORY_MAX) {
+        log_warn("ckpt", "more than %d checkpoints pinned; deleting %s", CKPT_PINS,
+                 history->locations[0]);
+        history_drop(store, history, 0, location);
     }
     memcpy(history->locations[history->count], location, strlen(location) + 1);
+    history->steps[history->count] = step;
     history->count++;
+    history_trim(store, history, pins);
 }
 
 int ckpt_store_save(const ckpt_store *store, const trainer *t, long long sweep, long long trial,
-                    long step, ckpt_history *history, char *location, char *err, size_t err_size)
+                    long step, ckpt_history *history, const ckpt_pins *pins, char *location,
+                    char *err, size_t err_size)
 {
     char trial_dir[CKPT_LOCATION_MAX];
     const char *base = store->dir[0] ? store->dir : store->url;
@@ -178,13 +241,20 @@ int ckpt_store_save(const ckpt_store *store, const trainer *t, long long sweep, 
             return -1;
     }
 
-    history_push(store, history, location);
-    if (store->dir[0] && history->count == CKPT_KEEP) {
-        long oldest_kept = parse_step_name(strrchr(history->locations[0], '/') + 1);
-        if (oldest_kept >= 0)
-            prune_directory(trial_dir, oldest_kept);
-    }
+    history_push(store, history, pins, location, step);
+    prune_beside(store, history, pins);
     return 0;
+}
+
+void ckpt_store_trim(const ckpt_store *store, ckpt_history *history)
+{
+    ckpt_pins none;
+    for (int i = 0; i < CKPT_PINS; i++)
+        none.steps[i] = -1;
+    if (history->count == 0)
+        return;
+    history_trim(store, history, &none);
+    prune_beside(store, history, &none);
 }
 
 int ckpt_store_fetch(const ckpt_store *store, const char *location, char *local_path,

@@ -5,7 +5,8 @@
  * shared filesystem). A URL store PUTs to PREFIX/<sweep>/<trial>/step-<N>.ckpt
  * (WebDAV, an object store) and GETs from there on resume. Either way the
  * location string is what the daemon stores and hands to the next attempt.
- * Each trial keeps its 2 newest checkpoints; older ones are deleted.
+ * Each trial keeps its 2 newest checkpoints plus the pinned ones (those
+ * the daemon has stored or may store next); older ones are deleted.
  * Locations with a ".." component are rejected both ways.
  */
 #ifndef SWEEPD_WORKER_CKPT_H
@@ -18,6 +19,8 @@
 
 #define CKPT_LOCATION_MAX 4096
 #define CKPT_KEEP 2
+#define CKPT_PINS 3
+#define CKPT_HISTORY_MAX (CKPT_KEEP + CKPT_PINS + 1)
 
 typedef struct ckpt_store {
     char dir[CKPT_LOCATION_MAX];      /* directory store, or "" */
@@ -26,11 +29,21 @@ typedef struct ckpt_store {
     http_limits limits;
 } ckpt_store;
 
-/* The newest checkpoints this process stored for one trial, oldest first. */
+/* The checkpoints of one trial this process has not deleted yet, oldest
+ * first: the newest CKPT_KEEP, the pinned ones, and the resumed one. */
 typedef struct ckpt_history {
-    char locations[CKPT_KEEP][CKPT_LOCATION_MAX];
+    char locations[CKPT_HISTORY_MAX][CKPT_LOCATION_MAX];
+    long steps[CKPT_HISTORY_MAX];
     int count;
 } ckpt_history;
+
+/* Steps whose checkpoints must not be deleted; -1 marks an unused slot. */
+typedef struct ckpt_pins {
+    long steps[CKPT_PINS];
+} ckpt_pins;
+
+/* Starts history with the checkpoint a trial resumed from. */
+void ckpt_history_start(ckpt_history *history, const char *location);
 
 /* Configures a directory store (url NULL) or a URL store (dir NULL).
  * staging_dir contains temporaries for URL uploads and downloads. A directory is
@@ -44,10 +57,18 @@ int ckpt_store_init(ckpt_store *store, const char *dir, const char *url, const c
  * trainer_save into the directory (it writes a temporary file, fsyncs and
  * renames) or into a staging file that is then PUT. On success writes the
  * location into location (CKPT_LOCATION_MAX bytes), records it in history and
- * deletes checkpoints older than the newest CKPT_KEEP (a failed delete is only
- * logged). Returns 0 or -1 with err set. Runs on the trial thread. */
+ * deletes checkpoints older than the newest CKPT_KEEP unless pinned (a failed
+ * delete is only logged). Returns 0 or -1 with err set. Runs on the trial
+ * thread. */
 int ckpt_store_save(const ckpt_store *store, const trainer *t, long long sweep, long long trial,
-                    long step, ckpt_history *history, char *location, char *err, size_t err_size);
+                    long step, ckpt_history *history, const ckpt_pins *pins, char *location,
+                    char *err, size_t err_size);
+
+/* Deletes what pins kept: every checkpoint in history, and for a directory
+ * store every older file beside them, except the newest CKPT_KEEP. Call it
+ * once the daemon no longer needs them (the trial's final report is
+ * acknowledged). Blocks on HTTP deletes; a failed delete is only logged. */
+void ckpt_store_trim(const ckpt_store *store, ckpt_history *history);
 
 /* Makes a reported location readable as a local file: a path is used as is,
  * a URL is downloaded into a staging file (*staged set to 1; the caller

@@ -170,11 +170,11 @@ static void send_metrics(session *s)
 {
     size_t count = s->outbox_len < METRICS_BATCH_MAX ? s->outbox_len : METRICS_BATCH_MAX;
 
-    /* A batch stops at a checkpoint waiting to be reported, so that report
+    /* A batch stops at the checkpoint chosen for a report, so that report
      * can go between its last point and the next one (see pump). */
-    if (s->checkpoint_unsent && s->outbox[0].step <= s->checkpoint_step) {
+    if (s->report_pending && s->outbox[0].step <= s->report_step) {
         size_t before = 0;
-        while (before < count && s->outbox[before].step <= s->checkpoint_step)
+        while (before < count && s->outbox[before].step <= s->report_step)
             before++;
         count = before;
     }
@@ -197,16 +197,46 @@ static void send_metrics(session *s)
         s->metrics_sent = 1;
 }
 
+/* Sets a pin of the running trial. Once its thread is done nothing is
+ * deleted any more, and its mutex is gone. */
+static void set_pin(session *s, int slot, long step)
+{
+    if (!s->trial_thread_done)
+        trial_pin(&s->cur, slot, step);
+}
+
+/* Chooses the newest stored checkpoint for the next report and pins it. */
+static void choose_report(session *s)
+{
+    s->checkpoint_unsent = 0;
+    if (s->trial_thread_done) {
+        if (s->checkpoint_location[0] == '\0')
+            return;
+        memcpy(s->report_location, s->checkpoint_location, sizeof(s->report_location));
+        s->report_step = s->checkpoint_step;
+    } else if (trial_pin_newest(&s->cur, s->report_location, &s->report_step) != 0) {
+        return;
+    }
+    s->report_pending = 1;
+}
+
 static void send_checkpoint(session *s)
 {
     cJSON *msg = add_lease_fields(new_request("checkpoint"), &s->cur);
-    if (msg != NULL && (cJSON_AddStringToObject(msg, "location", s->checkpoint_location) == NULL ||
-                        cJSON_AddNumberToObject(msg, "step", (double)s->checkpoint_step) == NULL)) {
+    if (msg != NULL && (cJSON_AddStringToObject(msg, "location", s->report_location) == NULL ||
+                        cJSON_AddNumberToObject(msg, "step", (double)s->report_step) == NULL)) {
         cJSON_Delete(msg);
         msg = NULL;
     }
-    if (send_request(s, msg, REQ_CHECKPOINT, 0) == 0)
-        s->checkpoint_sent = 1;
+    s->report_pending = 0;
+    if (send_request(s, msg, REQ_CHECKPOINT, 0) != 0) {
+        s->checkpoint_unsent = 1; /* choose again later */
+        return;
+    }
+    s->checkpoint_sent = 1;
+    s->report_sent_step = s->report_step;
+    set_pin(s, TRIAL_PIN_SENT, s->report_step);
+    set_pin(s, TRIAL_PIN_CHOSEN, -1);
 }
 
 /* Builds complete / diverged / failed / preempted from the trial's outcome. */
@@ -261,6 +291,49 @@ static const char *final_op_name(enum trial_outcome outcome)
 
 /* ---- the held trial ---- */
 
+/* A finished trial's checkpoint history, trimmed on libuv's thread pool
+ * because deleting from a URL store blocks on HTTP. */
+typedef struct trim_work {
+    uv_work_t req;
+    const ckpt_store *store;
+    ckpt_history history;
+} trim_work;
+
+static void trim_run(uv_work_t *req)
+{
+    trim_work *w = req->data;
+    ckpt_store_trim(w->store, &w->history);
+}
+
+static void trim_done(uv_work_t *req, int status)
+{
+    (void)status;
+    free(req->data);
+}
+
+/* Deletes the checkpoints the trial kept pinned beyond the newest
+ * CKPT_KEEP, now that its final report is acknowledged. */
+static void trim_checkpoints(session *s)
+{
+    if (s->cur.history.count <= CKPT_KEEP)
+        return;
+    trim_work *w = malloc(sizeof(*w));
+    if (w == NULL) {
+        log_warn("ckpt", "sweep=%lld trial=%lld out of memory; older checkpoints left in place",
+                 s->cur.sweep, s->cur.id);
+        return;
+    }
+    w->req.data = w;
+    w->store = s->cur.store;
+    w->history = s->cur.history;
+    int rc = uv_queue_work(s->loop, &w->req, trim_run, trim_done);
+    if (rc != 0) {
+        log_warn("ckpt", "sweep=%lld trial=%lld uv_queue_work: %s; older checkpoints left in place",
+                 s->cur.sweep, s->cur.id, uv_strerror(rc));
+        free(w);
+    }
+}
+
 static void on_wake_closed(uv_handle_t *handle)
 {
     session *s = handle->data;
@@ -281,6 +354,10 @@ static void reset_trial_fields(session *s)
     s->checkpoint_unsent = 0;
     s->checkpoint_location[0] = '\0';
     s->checkpoint_step = 0;
+    s->report_pending = 0;
+    s->report_location[0] = '\0';
+    s->report_step = -1;
+    s->report_sent_step = -1;
     s->have_progress = 0;
     s->final_sent = 0;
     memset(&s->final, 0, sizeof(s->final));
@@ -342,7 +419,9 @@ static void on_trial_wake(uv_async_t *handle)
     if (r.new_checkpoint) {
         memcpy(s->checkpoint_location, r.checkpoint_location, sizeof(s->checkpoint_location));
         s->checkpoint_step = r.checkpoint_step;
-        s->checkpoint_unsent = 1;
+        /* choose_report may have taken it already, straight from the thread. */
+        if (r.checkpoint_step > s->report_step)
+            s->checkpoint_unsent = 1;
     }
 
     if (r.outcome != TRIAL_RUNNING && !s->trial_thread_done) {
@@ -592,6 +671,8 @@ static void on_trial_reply(session *s, enum req_kind kind, int count, const cJSO
     if (!ok) {
         static const char *names[] = {"hello", "lease", "heartbeat", "heartbeat", "metrics",
                                       "checkpoint", NULL, "bye"};
+        if (kind == REQ_CHECKPOINT)
+            s->checkpoint_unsent = 1; /* retried with the newest one */
         const char *op = kind == REQ_FINAL ? final_op_name(s->final.outcome) : names[kind];
         handle_trial_error(s, op, code, message);
         return;
@@ -610,11 +691,16 @@ static void on_trial_reply(session *s, enum req_kind kind, int count, const cJSO
         s->outbox_len -= (size_t)count;
         break;
     case REQ_CHECKPOINT:
+        /* The daemon has stored this one, so the one it had before may go. */
+        set_pin(s, TRIAL_PIN_HELD, s->report_sent_step);
+        set_pin(s, TRIAL_PIN_SENT, -1);
+        s->report_sent_step = -1;
         break;
     case REQ_FINAL:
         log_info("session", "sweep=%lld trial=%lld attempt=%lld reported %s", s->cur.sweep,
                  s->cur.id, s->cur.attempt, final_op_name(s->final.outcome));
         s->trials_done++;
+        trim_checkpoints(s);
         clear_trial(s);
         break;
     default:
@@ -703,6 +789,10 @@ static void on_close(conn *c, const char *reason)
     memset(s->inflight, 0, sizeof(s->inflight));
     s->hello_done = 0;
     s->lease_waiting = s->bye_sent = s->reattach_sent = 0;
+    /* A report in flight may be lost: report the newest again. Its pin
+     * stays until a later report is acknowledged. */
+    if (s->checkpoint_sent)
+        s->checkpoint_unsent = 1;
     s->metrics_sent = s->checkpoint_sent = s->final_sent = 0;
     s->lease_presented = 0;
     uv_timer_stop(&s->heartbeat_timer);
@@ -800,19 +890,24 @@ static void pump(session *s)
             goto timers;
         /* A checkpoint at step N is reported once every point of step <= N
          * is acknowledged, because an attempt resumed from N re-reports only
-         * later steps. Later points may still wait in the outbox: requiring
-         * it empty starved the report while training produced points faster
-         * than they were acknowledged. The report goes before the next batch,
-         * so the daemon stores it before any point past N. */
-        if (s->checkpoint_unsent && !s->checkpoint_sent && s->checkpoint_location[0] != '\0' &&
-            (s->outbox_len == 0 || s->outbox[0].step > s->checkpoint_step)) {
-            s->checkpoint_unsent = 0;
+         * later steps. The newest checkpoint is chosen and pinned (so it is
+         * not deleted while it waits), the next metrics batch ends at its
+         * step, and the report goes out when that batch is acknowledged,
+         * before the batch after it. Waiting for an empty outbox instead
+         * starved the report while training produced points faster than
+         * they were acknowledged. */
+        if (s->checkpoint_unsent && !s->report_pending)
+            choose_report(s);
+        if (s->report_pending && !s->checkpoint_sent &&
+            (s->outbox_len == 0 || s->outbox[0].step > s->report_step)) {
             send_checkpoint(s);
+            if (s->checkpoint_unsent)
+                choose_report(s); /* so the next batch ends at it */
         }
         if (s->outbox_len > 0 && !s->metrics_sent)
             send_metrics(s);
         if (s->trial_thread_done && !s->final_sent && s->outbox_len == 0 && !s->metrics_sent &&
-            !s->checkpoint_sent && !s->checkpoint_unsent) {
+            !s->checkpoint_sent && !s->checkpoint_unsent && !s->report_pending) {
             cJSON *msg = build_final(s);
             if (send_request(s, msg, REQ_FINAL, 0) == 0)
                 s->final_sent = 1;

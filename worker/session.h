@@ -67,9 +67,13 @@ typedef struct session {
     int have_progress;
     metric_point *outbox;  /* metric points not yet acknowledged */
     size_t outbox_len, outbox_cap;
-    char checkpoint_location[CKPT_LOCATION_MAX];
+    char checkpoint_location[CKPT_LOCATION_MAX]; /* the newest stored */
     long checkpoint_step;
-    int checkpoint_unsent;
+    int checkpoint_unsent; /* newer than any chosen for a report */
+    char report_location[CKPT_LOCATION_MAX];     /* chosen, waiting for its points */
+    long report_step;
+    int report_pending;
+    long report_sent_step; /* the report in flight, or -1 */
 
     long trials_done;
     int leaving;           /* no new leases; bye and exit once the trial is reported */

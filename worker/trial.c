@@ -68,8 +68,14 @@ static int on_checkpoint(void *ctx, trainer *tr, long step)
     if (atomic_load(&t->discard))
         return 0;
 
+    /* A pin set after this copy can only name the newest checkpoint so far,
+     * which this save keeps as the second newest. */
+    uv_mutex_lock(&t->mutex);
+    ckpt_pins pins = t->pins;
+    uv_mutex_unlock(&t->mutex);
+
     char location[CKPT_LOCATION_MAX], err[TRIAL_ERROR_MAX];
-    if (ckpt_store_save(t->store, tr, t->sweep, t->id, step, &t->history, location, err,
+    if (ckpt_store_save(t->store, tr, t->sweep, t->id, step, &t->history, &pins, location, err,
                         sizeof(err)) != 0) {
         log_error("ckpt", "sweep=%lld trial=%lld attempt=%lld step=%ld checkpoint failed: %s; "
                   "training goes on", t->sweep, t->id, t->attempt, step, err);
@@ -104,11 +110,10 @@ static int resume_from(trial *t, const char *location, const char *dataset_path,
         return rc;
     }
 
-    /* The resumed checkpoint is deleted once two newer ones exist.
-     * NOTE: a URL store has no listing, so the older checkpoint that the
+    /* The resumed checkpoint is deleted once two newer ones exist and the
+     * daemon has stored a newer one. NOTE: a URL store has no listing, so the older checkpoint that the
      * previous attempt kept beside this one stays on the server. */
-    memcpy(t->history.locations[0], location, strlen(location) + 1);
-    t->history.count = 1;
+    ckpt_history_start(&t->history, location);
     return 0;
 }
 
@@ -232,6 +237,10 @@ int trial_start(trial *t, uv_loop_t *loop, uv_async_cb on_wake, void *data)
     memcpy(t->shared.checkpoint_location, t->resume_location, strlen(t->resume_location) + 1);
     t->shared.checkpoint_step = t->resume_step;
     t->shared.outcome = TRIAL_RUNNING;
+    for (int i = 0; i < CKPT_PINS; i++)
+        t->pins.steps[i] = -1;
+    if (t->resume_location[0] != '\0')
+        t->pins.steps[TRIAL_PIN_HELD] = t->resume_step;
 
     int rc = uv_mutex_init(&t->mutex);
     if (rc != 0)
@@ -261,6 +270,27 @@ void trial_take(trial *t, trial_report *report)
     t->points_cap = 0;
     t->shared.new_checkpoint = 0;
     t->shared.have_progress = 0;
+    uv_mutex_unlock(&t->mutex);
+}
+
+int trial_pin_newest(trial *t, char *location, long *step)
+{
+    int rc = -1;
+    uv_mutex_lock(&t->mutex);
+    if (t->shared.checkpoint_location[0] != '\0') {
+        memcpy(location, t->shared.checkpoint_location, CKPT_LOCATION_MAX);
+        *step = t->shared.checkpoint_step;
+        t->pins.steps[TRIAL_PIN_CHOSEN] = *step;
+        rc = 0;
+    }
+    uv_mutex_unlock(&t->mutex);
+    return rc;
+}
+
+void trial_pin(trial *t, int slot, long step)
+{
+    uv_mutex_lock(&t->mutex);
+    t->pins.steps[slot] = step;
     uv_mutex_unlock(&t->mutex);
 }
 

@@ -244,14 +244,17 @@ class Chaos:
             self.start_worker(slot)
             return
         # A lease still open while the same daemon watched the whole freeze
-        # must be taken back by the heartbeat timer: wait for that line. A
-        # report already in flight at the SIGSTOP may have closed it instead.
+        # must be taken back: by the heartbeat timer, or by the restart grace
+        # when an earlier restart had cut the worker off and it was frozen
+        # again before it reconnected. Wait for that line. A report already
+        # in flight at the SIGSTOP may have closed the lease instead.
         waited = []
         if slot.restarts_while_frozen == 0:
             waited = self.still_open(slot.held_at_freeze)
             for trial, attempt in waited:
                 self.daemon.wait_log(rf"trial={trial} attempt={attempt} worker={re.escape(slot.name)} "
-                                     r"requeued: heartbeat_timeout", timeout=30, since=slot.log_mark_at_freeze)
+                                     r"requeued: (heartbeat_timeout|restart)", timeout=30,
+                                     since=slot.log_mark_at_freeze)
         zombies = set(self.timed_out_since(slot.name, slot.frozen_since_ms)) | set(waited)
         mark = self.daemon.log_mark()
         slot.proc.proc.send_signal(signal.SIGCONT)
