@@ -137,6 +137,17 @@ static char *spec_members(const char *path, const char *before, int *rc)
 }
 
 /* Prints the command that starts a worker for the daemon at addr. */
+/* Prints the reply's "warnings" to stderr, one line each. */
+static void print_warnings(const cJSON *reply)
+{
+    const cJSON *item;
+    cJSON_ArrayForEach(item, cJSON_GetObjectItemCaseSensitive(reply, "warnings"))
+    {
+        if (cJSON_IsString(item))
+            fprintf(stderr, "sweepctl: warning: %s\n", item->valuestring);
+    }
+}
+
 static void print_worker_hint(const cli_ctx *ctx, const cli_address *addr)
 {
     printf("start a worker with:\n  sweep-worker --connect %s", addr->display);
@@ -168,6 +179,7 @@ int cli_cmd_submit(cli_ctx *ctx, const cli_command *cmd, int argc, char **argv)
         return rc;
     }
 
+    print_warnings(reply);
     if (ctx->json) {
         rc = cli_print_json(reply);
     } else {
@@ -230,6 +242,7 @@ int cli_cmd_validate(cli_ctx *ctx, const cli_command *cmd, int argc, char **argv
     free(members);
     if (rc != 0)
         return rc;
+    print_warnings(reply);
     if (ctx->json) {
         rc = cli_print_json(reply);
         cJSON_Delete(reply);

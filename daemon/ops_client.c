@@ -42,6 +42,17 @@ static sweep_spec *compile_request_spec(request *req, int generic)
     return compiled;
 }
 
+/* Adds "warnings" (a list of strings) when the spec has any. */
+static void add_warnings(cJSON *obj, const sweep_spec *spec)
+{
+    size_t n = spec_warning_count(spec);
+    if (n == 0)
+        return;
+    cJSON *list = cJSON_AddArrayToObject(obj, "warnings");
+    for (size_t i = 0; list && i < n; i++)
+        cJSON_AddItemToArray(list, cJSON_CreateString(spec_warning(spec, i)));
+}
+
 static void add_size(cJSON *obj, const sweep_spec *spec)
 {
     uint64_t n = 0;
@@ -74,6 +85,7 @@ void ops_submit(request *req)
     int64_t now = store_now_ms();
     cJSON *fields = cJSON_CreateObject();
     add_size(fields, spec);
+    add_warnings(fields, spec);
     const char *name = spec_name(spec);
     cJSON_AddStringToObject(fields, "name", name);
     int err = store_sweep_create(srv->st, spec, seed, now, &sweep);
@@ -90,6 +102,8 @@ void ops_submit(request *req)
     log_info("sweep", "sweep=%" PRId64 " name=%s submitted: %s, %s trials, seed %" PRIu64, sweep, sw->name,
              spec_method(sw->spec) == SPEC_GRID ? "grid" : "random",
              cJSON_IsNull(cJSON_GetObjectItem(fields, "size")) ? "unbounded" : "bounded", seed);
+    for (size_t i = 0; i < spec_warning_count(spec); i++)
+        log_warn("sweep", "sweep=%" PRId64 " %s", sweep, spec_warning(spec, i));
     server_reply_ok(c, req->id, fields);
     srv->waiters_ready = 1;
 
@@ -116,6 +130,7 @@ void ops_validate(request *req)
         return;
     cJSON *fields = cJSON_CreateObject();
     add_size(fields, spec);
+    add_warnings(fields, spec);
     uint64_t count = 0;
     int bounded = spec_trial_count(spec, &count);
     uint64_t seed = 0;

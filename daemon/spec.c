@@ -113,6 +113,32 @@ static int fail(struct compile_ctx *c, const char *path, const char *fmt, ...)
     return -1;
 }
 
+/* Appends "<path>: <message>" to the spec's warnings. Returns 0, or -1
+ * with an error when memory runs out. */
+__attribute__((format(printf, 3, 4)))
+static int warn(struct compile_ctx *c, const char *path, const char *fmt, ...)
+{
+    char text[512];
+    va_list ap;
+    int n = snprintf(text, sizeof(text), "%s: ", path);
+    if (n < 0 || (size_t)n >= sizeof(text))
+        n = 0;
+    va_start(ap, fmt);
+    vsnprintf(text + n, sizeof(text) - (size_t)n, fmt, ap);
+    va_end(ap);
+
+    sweep_spec *s = c->spec;
+    char **grown = realloc(s->warnings, (s->warning_count + 1) * sizeof(*grown));
+    if (!grown)
+        return fail(c, path, "out of memory while checking the spec");
+    s->warnings = grown;
+    s->warnings[s->warning_count] = strdup(text);
+    if (!s->warnings[s->warning_count])
+        return fail(c, path, "out of memory while checking the spec");
+    s->warning_count++;
+    return 0;
+}
+
 /* Appends ".key" (or "key" at the top) to c->path. Returns the old length to
  * restore with path_pop(), or (size_t)-1 when the path would not fit. */
 static size_t path_push(struct compile_ctx *c, const char *key)
@@ -358,6 +384,28 @@ static int draws_integers(const struct spec_node *leaf)
     }
 }
 
+/* Normal, log-normal and beta forms have no bounds to check, and a draw
+ * outside the trainer's range fails its trial when it starts. So estimate
+ * that share from SPEC_RANGE_SAMPLES draws (q rounding included) and warn
+ * when any fall outside. The spec stays valid: a wide prior that loses a
+ * few trials may be what the user wants. */
+static int check_draws_in_range(struct compile_ctx *c, const struct spec_node *leaf,
+                                const hparam_info *info)
+{
+    int outside = 0;
+    for (uint64_t i = 0; i < SPEC_RANGE_SAMPLES; i++) {
+        double v = spec_leaf_draw(leaf, 0, i);
+        if (!(v >= info->min && v <= info->max))
+            outside++;
+    }
+    if (outside == 0)
+        return 0;
+    return warn(c, c->path, "%d of %d sample draws of %s fall outside %s's range [%g, %g]; trials "
+                            "drawing such values fail when they start. Narrow the distribution or "
+                            "use a bounded form such as uniform or log_uniform_values",
+                outside, SPEC_RANGE_SAMPLES, dists[leaf->dist].name, leaf->name, info->min, info->max);
+}
+
 /* Checks that a leaf fits the trainer hyperparameter of the same name. */
 static int check_trainer_leaf(struct compile_ctx *c, const struct spec_node *leaf)
 {
@@ -416,9 +464,7 @@ static int check_trainer_leaf(struct compile_ctx *c, const struct spec_node *lea
             return -1;
         return check_trainer_bound(c, leaf->name, exp(-leaf->min), key_path(c, "min", path, sizeof(path)));
     default:
-        /* NOTE: normal and beta draws are unbounded or depend on q; a draw
-         * outside the trainer's range fails that trial when it starts. */
-        return 0;
+        return check_draws_in_range(c, leaf, info);
     }
 }
 
@@ -1181,10 +1227,23 @@ void spec_free(sweep_spec *s)
     cJSON_free(s->canonical);
     free(s->name);
     free(s->metric_name);
+    for (size_t i = 0; i < s->warning_count; i++)
+        free(s->warnings[i]);
+    free(s->warnings);
     free(s);
 }
 
 /* ---- Accessors ---- */
+
+size_t spec_warning_count(const sweep_spec *s)
+{
+    return s->warning_count;
+}
+
+const char *spec_warning(const sweep_spec *s, size_t i)
+{
+    return i < s->warning_count ? s->warnings[i] : NULL;
+}
 
 enum spec_method spec_method(const sweep_spec *s)
 {

@@ -61,6 +61,13 @@ int spec_max_failures(const sweep_spec *s);     /* default 2 */
 int spec_max_requeues(const sweep_spec *s);     /* default 20 */
 int spec_ticket_threshold(const sweep_spec *s, double *threshold); /* 1 when set */
 
+/* Advice found at compile that does not make the spec invalid: a normal,
+ * log-normal or beta parameter whose draws can fall outside the trainer's
+ * range (those trials fail when they start). Each is "<json path>: <text>".
+ * Generic compiles have none. */
+size_t spec_warning_count(const sweep_spec *s);
+const char *spec_warning(const sweep_spec *s, size_t i);
+
 /* Calls fn with the flattened name (nested groups joined with '.') of each
  * parameter drawn from a list of two or more values (values, or distribution
  * categorical), in grid order. Stops at the first nonzero result of fn and
@@ -74,6 +81,7 @@ int spec_each_categorical(const sweep_spec *s, spec_name_fn fn, void *arg);
 #define SPEC_MAX_VALUES 1000           /* entries of one values list */
 #define SPEC_MAX_GRID_POINTS (UINT64_C(1) << 63)
 #define SPEC_MAX_NAME_BYTES 128        /* parameter name length */
+#define SPEC_RANGE_SAMPLES 4096        /* draws that estimate an out-of-range share */
 /* A flattened name: up to SPEC_MAX_DEPTH + 2 names and the dots between them. */
 #define SPEC_MAX_PATH_BYTES ((SPEC_MAX_DEPTH + 2) * (SPEC_MAX_NAME_BYTES + 1) + 1)
 

@@ -71,7 +71,13 @@ struct sweep_spec {
     double target, threshold;
     uint64_t run_cap, seed;
     int max_failures, max_requeues;
+    char **warnings;                /* submit-time advice, not errors */
+    size_t warning_count;
 };
+
+/* Draw `index` of a numeric leaf (every distribution but constant and
+ * categorical) from a stream keyed by seed, as random sweeps draw it. */
+double spec_leaf_draw(const struct spec_node *leaf, uint64_t seed, uint64_t index);
 
 /* Rounds v to a multiple of q, then to 15 significant digits when that moves
  * it by less than 1e-14 relative, so 3 x 0.1 gives 0.3 and not

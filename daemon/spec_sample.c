@@ -257,6 +257,12 @@ static double draw_number(const struct spec_node *leaf, struct rng *r)
     }
 }
 
+double spec_leaf_draw(const struct spec_node *leaf, uint64_t seed, uint64_t index)
+{
+    struct rng r = rng_stream(seed, index, leaf->leaf_index);
+    return draw_number(leaf, &r);
+}
+
 static cJSON *random_value(const struct spec_node *leaf, uint64_t seed, uint64_t index)
 {
     struct rng r = rng_stream(seed, index, leaf->leaf_index);

@@ -254,6 +254,34 @@ def test_validate_and_spec_errors():
         assert "cannot open spec file" in err, (rc, err)
 
 
+def test_out_of_range_draws_warn():
+    """A normal lr centred on 0 draws negative rates about half the time:
+    validate and submit succeed, reply with a warning naming the path and the
+    share, and sweepctl prints it on stderr. A bounded form warns nothing."""
+    d = harness.tmp_dir()
+    spec = {"method": "random", "run_cap": 4,
+            "parameters": {"lr": {"distribution": "normal", "mu": 0, "sigma": 0.01}}}
+    path = write_spec(d, "normal.json", spec)
+    with harness.Daemon() as daemon:
+        reply = ctl_json(daemon, "validate", path)
+        assert len(reply["warnings"]) == 1, reply
+        warning = reply["warnings"][0]
+        assert warning.startswith("parameters.lr: "), warning
+        outside = int(warning.split()[1])
+        assert 1900 < outside < 2200, warning
+        assert "of 4096 sample draws of normal" in warning, warning
+
+        rc, out, err = ctl(daemon, "submit", path)
+        assert rc == 0, (rc, err)
+        assert "submitted sweep 1" in out, out
+        assert "sweepctl: warning: parameters.lr: " in err, err
+        daemon.wait_log(r"WARN .*sweep=1 parameters\.lr: \d+ of 4096 sample draws")
+
+        spec["parameters"]["lr"] = {"distribution": "log_uniform_values", "min": 1e-4, "max": 1e-2}
+        reply = ctl_json(daemon, "validate", write_spec(d, "bounded.json", spec))
+        assert "warnings" not in reply, reply
+
+
 def test_literal_kinds_kept():
     d = harness.tmp_dir()
     with harness.Daemon() as daemon:

@@ -644,6 +644,54 @@ static void test_limits(void)
     free(text);
 }
 
+/* Normal, log-normal and beta draws outside the trainer's range warn with
+ * an estimated share; bounded forms, in-range priors and generic specs do not. */
+static void test_range_warnings(void)
+{
+    char err[1024];
+    sweep_spec *s;
+
+    /* lr's range is [0, 10]: a normal centred on 0 puts about half below. */
+    s = compile_text("{\"method\":\"random\",\"parameters\":{\"lr\":{\"distribution\":\"normal\","
+                     "\"mu\":0,\"sigma\":0.01}}}", 0, err, sizeof(err));
+    CHECK(s != NULL);
+    if (s) {
+        CHECK(spec_warning_count(s) == 1);
+        const char *w = spec_warning(s, 0);
+        CHECK(w != NULL);
+        if (w) {
+            int outside = -1;
+            CHECK(strncmp(w, "parameters.lr: ", 15) == 0);
+            CHECK(sscanf(w, "parameters.lr: %d of 4096", &outside) == 1);
+            CHECK(outside > 1900);
+            CHECK(outside < 2200);
+            CHECK(strstr(w, "[0, 10]") != NULL);
+        }
+        CHECK(spec_warning(s, 1) == NULL);
+        spec_free(s);
+    }
+
+    /* Generic mode checks no ranges. */
+    s = compile_text("{\"method\":\"random\",\"parameters\":{\"lr\":{\"distribution\":\"normal\","
+                     "\"mu\":0,\"sigma\":0.01}}}", 1, err, sizeof(err));
+    CHECK(s != NULL && spec_warning_count(s) == 0);
+    spec_free(s);
+
+    /* In range: a log-normal lr far below 10, a beta b1 inside [0, 0.999999]. */
+    s = compile_text("{\"method\":\"random\",\"parameters\":{\"lr\":{\"distribution\":\"log_normal\","
+                     "\"mu\":-7,\"sigma\":0.5},\"b1\":{\"distribution\":\"beta\",\"a\":2,\"b\":2}}}",
+                     0, err, sizeof(err));
+    CHECK(s != NULL && spec_warning_count(s) == 0);
+    spec_free(s);
+
+    /* A q_normal warmup_steps centred on 0 rounds about half its draws
+     * below 0, the trainer's minimum. */
+    s = compile_text("{\"method\":\"random\",\"parameters\":{\"warmup_steps\":{\"distribution\":"
+                     "\"q_normal\",\"mu\":0,\"sigma\":50,\"q\":1}}}", 0, err, sizeof(err));
+    CHECK(s != NULL && spec_warning_count(s) == 1);
+    spec_free(s);
+}
+
 int main(void)
 {
     test_validation_table();
@@ -656,5 +704,6 @@ int main(void)
     test_accessors_and_canonical();
     test_kinds_from_enclosing_request();
     test_limits();
+    test_range_warnings();
     return check_report("test_spec");
 }
