@@ -193,8 +193,7 @@ static void history_push(const ckpt_store *store, ckpt_history *history, const c
 }
 
 int ckpt_store_save(const ckpt_store *store, const trainer *t, long long sweep, long long trial,
-                    long step, ckpt_history *history, const ckpt_pins *pins, char *location,
-                    char *err, size_t err_size)
+                    long step, char *location, char *err, size_t err_size)
 {
     char trial_dir[CKPT_LOCATION_MAX];
     const char *base = store->dir[0] ? store->dir : store->url;
@@ -241,9 +240,14 @@ int ckpt_store_save(const ckpt_store *store, const trainer *t, long long sweep, 
             return -1;
     }
 
+    return 0;
+}
+
+void ckpt_store_keep(const ckpt_store *store, ckpt_history *history, const ckpt_pins *pins,
+                     const char *location, long step)
+{
     history_push(store, history, pins, location, step);
     prune_beside(store, history, pins);
-    return 0;
 }
 
 void ckpt_store_trim(const ckpt_store *store, ckpt_history *history)

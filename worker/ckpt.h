@@ -19,7 +19,7 @@
 
 #define CKPT_LOCATION_MAX 4096
 #define CKPT_KEEP 2
-#define CKPT_PINS 3
+#define CKPT_PINS 5
 #define CKPT_HISTORY_MAX (CKPT_KEEP + CKPT_PINS + 1)
 
 typedef struct ckpt_store {
@@ -56,13 +56,16 @@ int ckpt_store_init(ckpt_store *store, const char *dir, const char *url, const c
 /* Saves the trainer's state as the checkpoint of (sweep, trial) at step:
  * trainer_save into the directory (it writes a temporary file, fsyncs and
  * renames) or into a staging file that is then PUT. On success writes the
- * location into location (CKPT_LOCATION_MAX bytes), records it in history and
- * deletes checkpoints older than the newest CKPT_KEEP unless pinned (a failed
- * delete is only logged). Returns 0 or -1 with err set. Runs on the trial
- * thread. */
+ * location into location (CKPT_LOCATION_MAX bytes). Returns 0 or -1 with err
+ * set. Deletes nothing: call ckpt_store_keep next. Runs on the trial thread. */
 int ckpt_store_save(const ckpt_store *store, const trainer *t, long long sweep, long long trial,
-                    long step, ckpt_history *history, const ckpt_pins *pins, char *location,
-                    char *err, size_t err_size);
+                    long step, char *location, char *err, size_t err_size);
+
+/* Records the checkpoint just saved at location in history, then deletes the
+ * checkpoints older than the newest CKPT_KEEP that are not pinned (a failed
+ * delete is only logged). Runs on the trial thread. */
+void ckpt_store_keep(const ckpt_store *store, ckpt_history *history, const ckpt_pins *pins,
+                     const char *location, long step);
 
 /* Deletes what pins kept: every checkpoint in history, and for a directory
  * store every older file beside them, except the newest CKPT_KEEP. Call it

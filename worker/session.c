@@ -205,18 +205,23 @@ static void set_pin(session *s, int slot, long step)
         trial_pin(&s->cur, slot, step);
 }
 
-/* Chooses the newest stored checkpoint for the next report and pins it. */
+/* Chooses the newest checkpoint the loop has taken for the next report and
+ * pins it. The loop takes it together with the metric points before it (the
+ * thread queues point N before checkpoint N), so the batch that ends at its
+ * step contains them all. */
 static void choose_report(session *s)
 {
-    s->checkpoint_unsent = 0;
-    if (s->trial_thread_done) {
-        if (s->checkpoint_location[0] == '\0')
-            return;
-        memcpy(s->report_location, s->checkpoint_location, sizeof(s->report_location));
-        s->report_step = s->checkpoint_step;
-    } else if (trial_pin_newest(&s->cur, s->report_location, &s->report_step) != 0) {
+    if (s->checkpoint_location[0] == '\0') {
+        s->checkpoint_unsent = 0;
         return;
     }
+    /* Two newer ones exist and this one may be gone: wait for the wake-up
+     * that brings them. */
+    if (!s->trial_thread_done && trial_pin_kept(&s->cur, TRIAL_PIN_CHOSEN, s->checkpoint_step) != 0)
+        return;
+    s->checkpoint_unsent = 0;
+    memcpy(s->report_location, s->checkpoint_location, sizeof(s->report_location));
+    s->report_step = s->checkpoint_step;
     s->report_pending = 1;
 }
 
@@ -297,6 +302,7 @@ typedef struct trim_work {
     uv_work_t req;
     const ckpt_store *store;
     ckpt_history history;
+    long long sweep, trial;
 } trim_work;
 
 static void trim_run(uv_work_t *req)
@@ -307,15 +313,19 @@ static void trim_run(uv_work_t *req)
 
 static void trim_done(uv_work_t *req, int status)
 {
-    (void)status;
-    free(req->data);
+    trim_work *w = req->data;
+    if (status == 0)
+        log_info("ckpt", "sweep=%lld trial=%lld older checkpoints deleted; the newest %d kept",
+                 w->sweep, w->trial, CKPT_KEEP);
+    free(w);
 }
 
 /* Deletes the checkpoints the trial kept pinned beyond the newest
- * CKPT_KEEP, now that its final report is acknowledged. */
+ * CKPT_KEEP, once its final report is acknowledged or was sent before the
+ * daemon called the lease stale. */
 static void trim_checkpoints(session *s)
 {
-    if (s->cur.history.count <= CKPT_KEEP)
+    if (s->cur.history.count == 0)
         return;
     trim_work *w = malloc(sizeof(*w));
     if (w == NULL) {
@@ -326,6 +336,8 @@ static void trim_checkpoints(session *s)
     w->req.data = w;
     w->store = s->cur.store;
     w->history = s->cur.history;
+    w->sweep = s->cur.sweep;
+    w->trial = s->cur.id;
     int rc = uv_queue_work(s->loop, &w->req, trim_run, trim_done);
     if (rc != 0) {
         log_warn("ckpt", "sweep=%lld trial=%lld uv_queue_work: %s; older checkpoints left in place",
@@ -358,6 +370,8 @@ static void reset_trial_fields(session *s)
     s->report_location[0] = '\0';
     s->report_step = -1;
     s->report_sent_step = -1;
+    s->report_lost_step = -1;
+    s->final_reported = 0;
     s->have_progress = 0;
     s->final_sent = 0;
     memset(&s->final, 0, sizeof(s->final));
@@ -384,6 +398,11 @@ static void drop_trial(session *s, const char *why)
     s->dropped = 1;
     atomic_store(&s->cur.discard, 1);
     atomic_store(&s->cur.stop, 1);
+
+    /* A final report went out after every checkpoint report was
+     * acknowledged, so the next attempt resumes from the newest one. */
+    if (s->final_reported)
+        trim_checkpoints(s);
     if (s->trial_thread_done)
         clear_trial(s);
 }
@@ -691,10 +710,14 @@ static void on_trial_reply(session *s, enum req_kind kind, int count, const cJSO
         s->outbox_len -= (size_t)count;
         break;
     case REQ_CHECKPOINT:
-        /* The daemon has stored this one, so the one it had before may go. */
+        /* The daemon has stored this one, so every one it may have had
+         * before can go. */
         set_pin(s, TRIAL_PIN_HELD, s->report_sent_step);
         set_pin(s, TRIAL_PIN_SENT, -1);
+        set_pin(s, TRIAL_PIN_LOST, -1);
+        set_pin(s, TRIAL_PIN_LOST_OLDER, -1);
         s->report_sent_step = -1;
+        s->report_lost_step = -1;
         break;
     case REQ_FINAL:
         log_info("session", "sweep=%lld trial=%lld attempt=%lld reported %s", s->cur.sweep,
@@ -789,10 +812,14 @@ static void on_close(conn *c, const char *reason)
     memset(s->inflight, 0, sizeof(s->inflight));
     s->hello_done = 0;
     s->lease_waiting = s->bye_sent = s->reattach_sent = 0;
-    /* A report in flight may be lost: report the newest again. Its pin
-     * stays until a later report is acknowledged. */
-    if (s->checkpoint_sent)
+    /* A report in flight may or may not have been stored: keep it pinned
+     * until a later report is acknowledged, and report the newest again. */
+    if (s->checkpoint_sent && s->has_trial) {
+        set_pin(s, TRIAL_PIN_LOST_OLDER, s->report_lost_step);
+        set_pin(s, TRIAL_PIN_LOST, s->report_sent_step);
+        s->report_lost_step = s->report_sent_step;
         s->checkpoint_unsent = 1;
+    }
     s->metrics_sent = s->checkpoint_sent = s->final_sent = 0;
     s->lease_presented = 0;
     uv_timer_stop(&s->heartbeat_timer);
@@ -909,8 +936,10 @@ static void pump(session *s)
         if (s->trial_thread_done && !s->final_sent && s->outbox_len == 0 && !s->metrics_sent &&
             !s->checkpoint_sent && !s->checkpoint_unsent && !s->report_pending) {
             cJSON *msg = build_final(s);
-            if (send_request(s, msg, REQ_FINAL, 0) == 0)
+            if (send_request(s, msg, REQ_FINAL, 0) == 0) {
                 s->final_sent = 1;
+                s->final_reported = 1;
+            }
         }
         goto timers;
     }

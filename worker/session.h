@@ -74,6 +74,8 @@ typedef struct session {
     long report_step;
     int report_pending;
     long report_sent_step; /* the report in flight, or -1 */
+    long report_lost_step; /* in flight when the connection closed, or -1 */
+    int final_reported;    /* the final report was sent at least once */
 
     long trials_done;
     int leaving;           /* no new leases; bye and exit once the trial is reported */

@@ -68,15 +68,8 @@ static int on_checkpoint(void *ctx, trainer *tr, long step)
     if (atomic_load(&t->discard))
         return 0;
 
-    /* A pin set after this copy can only name the newest checkpoint so far,
-     * which this save keeps as the second newest. */
-    uv_mutex_lock(&t->mutex);
-    ckpt_pins pins = t->pins;
-    uv_mutex_unlock(&t->mutex);
-
     char location[CKPT_LOCATION_MAX], err[TRIAL_ERROR_MAX];
-    if (ckpt_store_save(t->store, tr, t->sweep, t->id, step, &t->history, &pins, location, err,
-                        sizeof(err)) != 0) {
+    if (ckpt_store_save(t->store, tr, t->sweep, t->id, step, location, err, sizeof(err)) != 0) {
         log_error("ckpt", "sweep=%lld trial=%lld attempt=%lld step=%ld checkpoint failed: %s; "
                   "training goes on", t->sweep, t->id, t->attempt, step, err);
         return -1;
@@ -84,11 +77,17 @@ static int on_checkpoint(void *ctx, trainer *tr, long step)
     log_info("ckpt", "sweep=%lld trial=%lld attempt=%lld step=%ld saved %s", t->sweep, t->id,
              t->attempt, step, location);
 
+    /* Publish first, then copy the pins: a pin set after the copy names one
+     * of the two newest (see trial_pin_kept), which the prune below keeps. */
     uv_mutex_lock(&t->mutex);
     memcpy(t->shared.checkpoint_location, location, strlen(location) + 1);
+    t->previous_checkpoint_step = t->shared.checkpoint_step;
     t->shared.checkpoint_step = step;
     t->shared.new_checkpoint = 1;
+    ckpt_pins pins = t->pins;
     uv_mutex_unlock(&t->mutex);
+
+    ckpt_store_keep(t->store, &t->history, &pins, location, step);
     wake_loop(t);
     return 0;
 }
@@ -241,6 +240,7 @@ int trial_start(trial *t, uv_loop_t *loop, uv_async_cb on_wake, void *data)
         t->pins.steps[i] = -1;
     if (t->resume_location[0] != '\0')
         t->pins.steps[TRIAL_PIN_HELD] = t->resume_step;
+    t->previous_checkpoint_step = -1;
 
     int rc = uv_mutex_init(&t->mutex);
     if (rc != 0)
@@ -273,14 +273,13 @@ void trial_take(trial *t, trial_report *report)
     uv_mutex_unlock(&t->mutex);
 }
 
-int trial_pin_newest(trial *t, char *location, long *step)
+int trial_pin_kept(trial *t, int slot, long step)
 {
     int rc = -1;
     uv_mutex_lock(&t->mutex);
-    if (t->shared.checkpoint_location[0] != '\0') {
-        memcpy(location, t->shared.checkpoint_location, CKPT_LOCATION_MAX);
-        *step = t->shared.checkpoint_step;
-        t->pins.steps[TRIAL_PIN_CHOSEN] = *step;
+    if (t->shared.checkpoint_location[0] != '\0' &&
+        (step == t->shared.checkpoint_step || step == t->previous_checkpoint_step)) {
+        t->pins.steps[slot] = step;
         rc = 0;
     }
     uv_mutex_unlock(&t->mutex);

@@ -75,16 +75,25 @@ typedef struct trial {
     /* Guarded by mutex. */
     trial_report shared;
     ckpt_pins pins;       /* slots TRIAL_PIN_*, set by the loop */
+    long previous_checkpoint_step; /* the second newest stored, or -1 */
     size_t points_cap;
     ckpt_history history; /* touched only by the trial thread */
     long last_step;
     double last_train_loss;
 } trial;
 
-/* Slots of trial.pins: the checkpoints the daemon may hold. The loop picks
- * the newest one to report (CHOSEN), sends it (SENT) and gets it
- * acknowledged (HELD). A checkpoint is deleted only once it is in no slot. */
-enum { TRIAL_PIN_HELD = 0, TRIAL_PIN_SENT = 1, TRIAL_PIN_CHOSEN = 2 };
+/* Slots of trial.pins: the checkpoints the daemon may have stored. The loop
+ * picks one to report (CHOSEN), sends it (SENT) and gets it acknowledged
+ * (HELD). A report whose reply was lost with the connection may have been
+ * stored too (LOST, and LOST_OLDER for the one before). A checkpoint is
+ * deleted only once it is in no slot. */
+enum {
+    TRIAL_PIN_HELD = 0,
+    TRIAL_PIN_SENT = 1,
+    TRIAL_PIN_CHOSEN = 2,
+    TRIAL_PIN_LOST = 3,
+    TRIAL_PIN_LOST_OLDER = 4,
+};
 
 /* Starts the thread. on_wake runs on the loop thread after every wake-up,
  * with t->wake.data set to data. Returns 0 or a libuv error code. */
@@ -93,11 +102,10 @@ int trial_start(trial *t, uv_loop_t *loop, uv_async_cb on_wake, void *data);
 /* Moves what the thread queued into report (points become the caller's). */
 void trial_take(trial *t, trial_report *report);
 
-/* Pins the newest stored checkpoint in slot TRIAL_PIN_CHOSEN and copies its
- * location (CKPT_LOCATION_MAX bytes) and step out. Returns 0, or -1 when
- * there is none. Because the thread always keeps the newest two, the one
- * pinned here still exists. */
-int trial_pin_newest(trial *t, char *location, long *step);
+/* Pins the checkpoint at step in slot when it is one of the two newest
+ * stored, which the thread never deletes. Returns 0, or -1 when it is older
+ * (it may be gone; a newer one is on its way to the loop). */
+int trial_pin_kept(trial *t, int slot, long step);
 
 /* Sets pin slot to step (-1 clears it). */
 void trial_pin(trial *t, int slot, long step);

@@ -6,17 +6,16 @@ sqlite3 module; every wait is on a log line, a watch event or a process exit.
 """
 
 import os
-import queue
 import random
 import signal
-import socket
 import sqlite3
 import threading
-import time
 
 import chaos
 import harness
+import relay
 from harness import Client, Daemon, start_worker
+from relay import Relay
 
 HEARTBEAT_TIMEOUT = f"{harness.scaled(1.0):g}"
 
@@ -252,65 +251,6 @@ def test_resumed_trial_stores_each_step_once():
         assert all(count == 1 for count in seen.values()), {s: n for s, n in seen.items() if n != 1}
 
 
-class SlowReplies:
-    """A unix-socket relay that passes worker lines to the daemon at once and
-    delays every daemon reply by `delay` seconds, in order: a daemon
-    whose acknowledgements take longer than training one checkpoint interval,
-    as on a slow disk."""
-
-    def __init__(self, target, path, delay):
-        self.target, self.delay = target, delay
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.listener.bind(path)
-        self.listener.listen(4)
-        self.path = path
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            daemon = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            daemon.connect(self.target)
-            delayed = queue.Queue()
-            threading.Thread(target=self._pipe, args=(client, daemon, None), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(daemon, None, delayed), daemon=True).start()
-            threading.Thread(target=self._release, args=(delayed, client), daemon=True).start()
-
-    def _pipe(self, source, sink, delayed):
-        while True:
-            try:
-                data = source.recv(65536)
-            except OSError:
-                data = b""
-            if delayed is not None:
-                delayed.put((time.monotonic() + self.delay, data))
-            elif data:
-                sink.sendall(data)
-            if not data:
-                for s in (source, sink):
-                    if s is not None:
-                        s.close()
-                return
-
-    def _release(self, delayed, client):
-        while True:
-            due, data = delayed.get()
-            time.sleep(max(0.0, due - time.monotonic()))  # the simulated latency, not a wait for an event
-            if not data:
-                client.close()
-                return
-            try:
-                client.sendall(data)
-            except OSError:
-                return
-
-    def close(self):
-        self.listener.close()
-
-
 def checkpoint_reports(reply_delay):
     """Trains 6000 steps with a metric point every step and a checkpoint
     every 100 behind replies delayed by reply_delay seconds. Checks that each
@@ -318,7 +258,7 @@ def checkpoint_reports(reply_delay):
     and returns the reported steps."""
     directory = harness.tmp_dir()
     with Daemon() as d:
-        relay = SlowReplies(d.socket_path, os.path.join(directory, "relay.sock"), reply_delay)
+        relay = Relay(d.socket_path, os.path.join(directory, "relay.sock"), delay=reply_delay)
         c = Client(d.socket_path)
         sweep = c.ok("submit", spec=setup(directory, [0.001], 6000, 1))["sweep"]
         c.ok("watch", sweep=sweep)
@@ -365,6 +305,99 @@ def test_checkpoint_reported_behind_slow_replies():
     the checkpoint the report waits for must not keep moving away."""
     reported = checkpoint_reports(0.025)
     assert len(reported) >= 10, reported
+
+
+def checkpoint_files(directory, trial):
+    return sorted(os.listdir(os.path.join(directory, "ck", "1", str(trial))),
+                  key=lambda name: int(name[len("step-"):-len(".ckpt")]))
+
+
+def test_checkpoint_kept_after_lost_reply():
+    """The daemon stores checkpoint X and is killed before its reply leaves.
+    After the restart the worker re-presents its lease, and its report of a
+    newer checkpoint gets no reply for as long as the worker trains on. X is
+    the daemon's checkpoint all that time, so the worker must keep X on disk
+    while it saves and prunes newer ones."""
+    directory = harness.tmp_dir()
+    state_dir = os.path.join(directory, "state")
+    grace = f"{harness.scaled(30.0):g}"
+    stored = threading.Event()
+    report = {}
+    swallow_reports = threading.Event()
+
+    def on_request(message):
+        if message.get("op") != "checkpoint":
+            return True
+        if swallow_reports.is_set():
+            return False
+        if message["step"] >= 1000 and "id" not in report:
+            report.update(id=message["id"], step=message["step"], location=message["location"])
+        return True
+
+    def on_reply(message):
+        if "id" in report and message.get("id") == report["id"] and not stored.is_set():
+            stored.set()  # the daemon replied, so X is committed; the worker never hears it
+            return relay.DROP
+        return relay.DELIVER
+
+    d = Daemon(state_dir=state_dir, args=["--grace", grace])
+    sweep = Client(d.socket_path).ok("submit", spec=setup(directory, [0.001], 400000, 10))["sweep"]
+    link = Relay(d.socket_path, os.path.join(directory, "relay.sock"), delay=0.005,
+                 request_filter=on_request, reply_filter=on_reply)
+    w = start_worker(link.path, "--name", "keeper", "--checkpoint-dir", os.path.join(directory, "ck"),
+                     "--checkpoint-every", "100", "--cache-dir", os.path.join(directory, "cache"),
+                     log_path=os.path.join(directory, "keeper.log"))
+    try:
+        assert stored.wait(harness.scaled(60)), "no checkpoint report past step 1000"
+        swallow_reports.set()
+        d.kill(signal.SIGKILL)
+        d = Daemon(state_dir=state_dir, args=["--grace", grace])
+        d.wait_log(r"trial=1 attempt=1 worker=keeper re-presented after restart", timeout=30)
+
+        # Train six checkpoints past the newest report, with X still held.
+        saved = w.wait_log(r"trial=1 attempt=1 step=(\d+) saved", since=w.log_mark(), timeout=30)
+        newest = int(saved.group(1))
+        w.wait_log(rf"trial=1 attempt=1 step={newest + 600} saved", timeout=60)
+        assert query(d, "SELECT checkpoint, checkpoint_step FROM trials") == [(report["location"],
+                                                                              report["step"])]
+        assert os.path.exists(report["location"]), (report, checkpoint_files(directory, 1))
+    finally:
+        w.kill(signal.SIGKILL)
+        link.close()
+        d.stop()
+    assert sweep == 1
+
+
+def test_checkpoints_trimmed_after_lost_final_reply():
+    """The daemon stores the trial's completion, but the connection is cut
+    before the reply arrives. The reconnected worker gets stale_lease for its
+    lease and drops the trial, and must still delete the checkpoints it had
+    kept pinned, leaving the newest two."""
+    directory = harness.tmp_dir()
+    final_ids = set()
+
+    def on_request(message):
+        if message.get("op") == "complete":
+            final_ids.add(message.get("id"))
+        return True
+
+    def on_reply(message):
+        return relay.CUT if message.get("id") in final_ids else relay.DELIVER
+
+    with Daemon() as d:
+        link = Relay(d.socket_path, os.path.join(directory, "relay.sock"), delay=0.025,
+                     request_filter=on_request, reply_filter=on_reply)
+        c = Client(d.socket_path)
+        c.ok("submit", spec=setup(directory, [0.001], 6000, 1))
+        w = start_worker(link.path, "--name", "trimmer", "--checkpoint-dir", os.path.join(directory, "ck"),
+                         "--checkpoint-every", "100", "--cache-dir", os.path.join(directory, "cache"),
+                         "--max-trials", "1", log_path=os.path.join(directory, "trimmer.log"))
+        w.wait_log(r"trial=1 attempt=1 dropped: stale_lease", timeout=120)
+        w.wait_log(r"sweep=1 trial=1 older checkpoints deleted; the newest 2 kept", timeout=30)
+        assert checkpoint_files(directory, 1) == ["step-5900.ckpt", "step-6000.ckpt"]
+        assert query(d, "SELECT state FROM trials") == [("completed",)]
+        w.kill(signal.SIGKILL)
+        link.close()
 
 
 def test_rereported_steps_ignored_by_protocol():

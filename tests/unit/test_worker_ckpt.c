@@ -23,13 +23,14 @@ static int exists(long step)
 static void save(const ckpt_store *store, const trainer *t, ckpt_history *history, long step,
                  long held, long sent, long chosen)
 {
-    ckpt_pins pins = {.steps = {held, sent, chosen}};
+    ckpt_pins pins = {.steps = {held, sent, chosen, -1, -1}};
     char location[CKPT_LOCATION_MAX], err[512];
 
-    CHECK(ckpt_store_save(store, t, 1, 7, step, history, &pins, location, err, sizeof(err)) == 0);
+    CHECK(ckpt_store_save(store, t, 1, 7, step, location, err, sizeof(err)) == 0);
     char want[256];
     snprintf(want, sizeof(want), "%s/ck/1/7/step-%ld.ckpt", root, step);
     CHECK_STR(location, want);
+    ckpt_store_keep(store, history, &pins, location, step);
 }
 
 int main(void)
