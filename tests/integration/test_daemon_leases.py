@@ -137,7 +137,7 @@ def test_restart_recovery_after_sigkill():
     w.ok("metrics", points=[{"step": 1, "val_loss": 3.0}], **lease_fields(kept))
     d.kill(signal.SIGKILL)
 
-    with Daemon(state_dir=state, args=["--grace", "1"]) as d2:
+    with Daemon(state_dir=state, args=["--grace", f"{harness.scaled(1.0):g}"]) as d2:
         d2.wait_log(r"2 trials were running when the daemon stopped")
         c2 = Client(d2.socket_path)
         status = c2.ok("status", sweep=sweep)

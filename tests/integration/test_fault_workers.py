@@ -58,7 +58,9 @@ def test_killed_workers_requeued_for_later():
     directory = harness.tmp_dir()
     with Daemon(args=["--heartbeat-timeout", HEARTBEAT_TIMEOUT]) as d:
         c = Client(d.socket_path)
-        sweep = c.ok("submit", spec=setup(directory, [0.001, 0.002, 0.003], 4000, 100))["sweep"]
+        # 10,000 steps leave about a second after the slowest worker reaches
+        # step 600 for all three to be killed before any trial ends.
+        sweep = c.ok("submit", spec=setup(directory, [0.001, 0.002, 0.003], 10000, 100))["sweep"]
         c.ok("watch", sweep=sweep)
         workers = [worker(d, directory, f"k{i}", 500) for i in range(3)]
         # A worker sends the metrics of step 600 after its checkpoint of step
@@ -99,7 +101,7 @@ def test_frozen_workers_requeued_by_timer():
     directory = harness.tmp_dir()
     with Daemon(args=["--heartbeat-timeout", HEARTBEAT_TIMEOUT]) as d:
         c = Client(d.socket_path)
-        sweep = c.ok("submit", spec=setup(directory, [0.001, 0.002, 0.003], 4000, 500))["sweep"]
+        sweep = c.ok("submit", spec=setup(directory, [0.001, 0.002, 0.003], 10000, 500))["sweep"]
         c.ok("watch", sweep=sweep)
         workers = [worker(d, directory, f"v{i}", 500) for i in range(3)]
         for w in workers:
