@@ -215,8 +215,8 @@ static void choose_report(session *s)
         s->checkpoint_unsent = 0;
         return;
     }
-    /* Two newer ones exist and this one may be gone: wait for the wake-up
-     * that brings them. */
+    /* Two newer ones exist, so this one may be gone. The wake-up that
+     * brings them calls this again. */
     if (!s->trial_thread_done && trial_pin_kept(&s->cur, TRIAL_PIN_CHOSEN, s->checkpoint_step) != 0)
         return;
     s->checkpoint_unsent = 0;
@@ -438,7 +438,7 @@ static void on_trial_wake(uv_async_t *handle)
     if (r.new_checkpoint) {
         memcpy(s->checkpoint_location, r.checkpoint_location, sizeof(s->checkpoint_location));
         s->checkpoint_step = r.checkpoint_step;
-        /* choose_report may have taken it already, straight from the thread. */
+        /* A checkpoint already chosen for a report is not chosen again. */
         if (r.checkpoint_step > s->report_step)
             s->checkpoint_unsent = 1;
     }
